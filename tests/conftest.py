@@ -1,0 +1,53 @@
+"""Shared fixtures: an isolated state home per test, and the rule for end-to-end prerequisites."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def require(available: bool, what: str, how: str) -> None:
+    """Skip locally when a prerequisite is missing; with CI=true a missing prerequisite is a failure."""
+    if available:
+        return
+    message = f"{what} is not available: {how}"
+    if IN_CI:
+        pytest.fail(f"CI=true and {message}", pytrace=False)
+    pytest.skip(message)
+
+
+def claude_cli() -> Path | None:
+    """The Claude Code CLI that the test command installs under .cache/, or one on PATH."""
+    local = REPO / ".cache" / "claude-code" / "node_modules" / ".bin" / "claude"
+    if local.exists():
+        return local
+    found = shutil.which("claude")
+    return Path(found) if found else None
+
+
+def chromium() -> Path | None:
+    found = os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    return Path(found) if found else None
+
+
+@pytest.fixture
+def bridge_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A fresh COMPASS_BRIDGE_HOME holding all state (config, keys, usage, sockets) for one test."""
+    home = tmp_path / "bridge-home"
+    home.mkdir(mode=0o700)
+    monkeypatch.setenv("COMPASS_BRIDGE_HOME", str(home))
+    for var in ("COMPASS_BRIDGE_KEY", "COMPASS_URL", "COMPASS_API_KEY"):
+        monkeypatch.delenv(var, raising=False)
+    yield home
