@@ -1,0 +1,101 @@
+import multiprocessing
+import sqlite3
+import time
+from pathlib import Path
+
+from mcp_bridge import store
+from mcp_bridge.keys import KeyStore
+from mcp_bridge.paths import state_paths
+from mcp_bridge.scopes import parse_scopes
+from mcp_bridge.usage import UsageLog, UsageRecord, recent, summarize
+
+
+def _row(tool: str, outcome: str = "ok", ms: float = 1.0, key: str = "default", key_id: str | None = None,
+         ts: float | None = None) -> UsageRecord:
+    return UsageRecord(key_id=key_id, key_name=key, tool=tool, outcome=outcome,  # type: ignore[arg-type]
+                       error=None if outcome == "ok" else f"{outcome} because", duration_ms=ms,
+                       client="test", ts=ts if ts is not None else time.time())
+
+
+def test_close_writes_every_recorded_row(bridge_home: Path) -> None:
+    paths = state_paths().ensure()
+    log = UsageLog(paths.database)
+    for i in range(500):
+        log.record(_row("read_file", ms=float(i)))
+    log.close()
+    conn = store.connect(paths.database)
+    assert conn.execute("SELECT count(*) FROM usage").fetchone() == (500,)
+    conn.close()
+
+
+def test_summary_counts_outcomes_and_percentiles(bridge_home: Path) -> None:
+    paths = state_paths().ensure()
+    log = UsageLog(paths.database)
+    for ms in range(1, 101):  # 1..100 ms
+        log.record(_row("read_file", ms=float(ms)))
+    log.record(_row("write_file", outcome="refused", ms=0.5))
+    log.record(_row("write_file", outcome="failed", ms=2.0))
+    log.close()
+    conn = store.connect(paths.database)
+    summaries = {s.tool: s for s in summarize(conn)}
+    read, write = summaries["read_file"], summaries["write_file"]
+    assert (read.calls, read.failures, read.refusals) == (100, 0, 0)
+    assert (read.p50_ms, read.p95_ms) == (50.0, 95.0)
+    assert (write.calls, write.failures, write.refusals) == (2, 1, 1)
+    rows = recent(conn)
+    assert {r["outcome"] for r in rows} == {"ok", "refused", "failed"}
+    assert any(r["error"] == "refused because" for r in rows)
+    conn.close()
+
+
+def test_summary_filters_by_time_and_key(bridge_home: Path) -> None:
+    paths = state_paths().ensure()
+    log = UsageLog(paths.database)
+    log.record(_row("list_directory", key="laptop", ts=time.time() - 7200))
+    log.record(_row("list_directory", key="laptop"))
+    log.record(_row("list_directory", key="ci"))
+    log.close()
+    conn = store.connect(paths.database)
+    assert summarize(conn)[0].calls == 3
+    assert summarize(conn, since=time.time() - 3600)[0].calls == 2
+    assert summarize(conn, key_name="laptop")[0].calls == 2
+    assert summarize(conn, since=time.time() - 3600, key_name="laptop")[0].calls == 1
+    assert summarize(conn, key_name="nobody") == []
+    conn.close()
+
+
+def test_last_used_is_stamped_on_the_key(bridge_home: Path) -> None:
+    paths = state_paths().ensure()
+    keys = KeyStore.open(paths)
+    record, _ = keys.create("laptop", parse_scopes("read"))
+    log = UsageLog(paths.database)
+    stamp = time.time()
+    log.record(_row("read_file", key="laptop", key_id=record.id, ts=stamp))
+    log.close()
+    assert keys.find("laptop").last_used_at == stamp
+    keys.close()
+
+
+def _hammer(database: str, worker: int, count: int) -> None:
+    log = UsageLog(Path(database))
+    for i in range(count):
+        log.record(_row(f"tool{worker}", ms=float(i)))
+        if i % 50 == 0:
+            time.sleep(0.001)  # interleave the processes' transactions
+    log.close()
+
+
+def test_several_processes_share_one_log_without_losing_rows(bridge_home: Path) -> None:
+    paths = state_paths().ensure()
+    store.connect(paths.database).close()  # created and migrated once, as the first server would
+    ctx = multiprocessing.get_context("spawn")
+    workers = [ctx.Process(target=_hammer, args=(str(paths.database), w, 400)) for w in range(4)]
+    for p in workers:
+        p.start()
+    for p in workers:
+        p.join(60)
+        assert p.exitcode == 0
+    conn = sqlite3.connect(paths.database)
+    counts = dict(conn.execute("SELECT tool, count(*) FROM usage GROUP BY tool").fetchall())
+    conn.close()
+    assert counts == {f"tool{w}": 400 for w in range(4)}
