@@ -47,8 +47,9 @@ def test_claude_mcp_list_reports_the_server_connected(tmp_path: Path, bridge_hom
     project.mkdir()
     key = create_key(bridge_home, "claude-list", "read")["key"]
     env = claude_env(tmp_path / "home")
-    added = run_claude(["mcp", "add", "--scope", "user", "-e", f"COMPASS_BRIDGE_HOME={bridge_home}",
-                        "-e", f"COMPASS_BRIDGE_KEY={key}", "compass", "--", sys.executable, "-m", "mcp_bridge",
+    # The name goes before -e: -e takes several values and would swallow it.
+    added = run_claude(["mcp", "add", "--scope", "user", "compass", "-e", f"COMPASS_BRIDGE_HOME={bridge_home}",
+                        "-e", f"COMPASS_BRIDGE_KEY={key}", "--", sys.executable, "-m", "mcp_bridge",
                         "serve", "--root", str(project)], env, project)
     assert added.returncode == 0, added.stderr
     listed = run_claude(["mcp", "list"], env, project)

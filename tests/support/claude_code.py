@@ -29,7 +29,8 @@ def claude_env(home: Path, model_url: str | None = None, **extra: str) -> dict[s
     return env
 
 
-def run_claude(args: list[str], env: dict[str, str], cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def run_claude(args: list[str], env: dict[str, str], cwd: Path,
+               timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run([str(claude_binary()), *args], env=env, cwd=cwd, capture_output=True, text=True,
                           timeout=timeout, stdin=subprocess.DEVNULL)
 

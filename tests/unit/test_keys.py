@@ -75,7 +75,7 @@ def test_unknown_key_with_a_known_prefix_is_rejected(store: KeyStore) -> None:
 
 
 def test_revocation_takes_effect_on_the_next_check(store: KeyStore) -> None:
-    record, key = store.create("laptop", parse_scopes("write"))
+    _, key = store.create("laptop", parse_scopes("write"))
     assert isinstance(store.authenticate(key), KeyRecord)
     store.revoke("laptop")
     result = store.authenticate(key)
@@ -96,7 +96,7 @@ def test_revocation_is_seen_by_another_open_store(store: KeyStore) -> None:
 
 
 def test_expiry(store: KeyStore, monkeypatch: pytest.MonkeyPatch) -> None:
-    record, key = store.create("short", parse_scopes("read"), expires_at=time.time() + 60)
+    _, key = store.create("short", parse_scopes("read"), expires_at=time.time() + 60)
     assert isinstance(store.authenticate(key), KeyRecord)
     real_time = time.time
     monkeypatch.setattr(keys_module.time, "time", lambda: real_time() + 61)
@@ -175,5 +175,5 @@ def test_parse_duration(text: str, seconds: int) -> None:
 
 @pytest.mark.parametrize("text", ["", "30", "d", "0d", "-1d", "1y", "1.5h"])
 def test_parse_duration_refuses(text: str) -> None:
-    with pytest.raises(KeyStoreError, match="e.g. 30d"):
+    with pytest.raises(KeyStoreError, match=r"e\.g\. 30d"):
         parse_duration(text)
