@@ -17,7 +17,7 @@ class ConfigError(Exception):
 @dataclass(frozen=True)
 class Limits:
     read_max_bytes: int = 2 * 1024 * 1024
-    """Largest file `read_file` will open."""
+    """Most bytes `read_file` returns in one call (and the largest file `edit_file` works on)."""
     search_max_results: int = 1000
     command_timeout_default_s: float = 30.0
     command_timeout_max_s: float = 600.0

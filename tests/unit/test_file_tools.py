@@ -1,0 +1,505 @@
+"""The file tools, called through their Tool.run functions against real files in a temp dir."""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import socket
+import stat
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from mcp_bridge.config import Limits
+from mcp_bridge.pathpolicy import PathPolicy, PathRefused
+from mcp_bridge.scopes import Scope
+from mcp_bridge.tools.base import CallContext, ToolFailure, ToolOutput
+from mcp_bridge.tools.files import Glob, file_tools
+
+pytestmark = pytest.mark.skipif(os.name == "nt", reason="uses POSIX symlinks, FIFOs and modes")
+
+Run = Callable[..., Coroutine[Any, Any, ToolOutput]]
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    root = tmp_path.resolve() / "root"
+    root.mkdir()
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "outside" / "secret.txt").write_text("top secret\n")
+    return root
+
+
+def make_runner(root: Path, limits: Limits | None = None) -> Run:
+    tools = {t.name: t for t in file_tools(PathPolicy([root]), limits or Limits())}
+
+    async def run(name: str, **args: Any) -> ToolOutput:
+        with anyio.fail_after(20):  # a FIFO or device must never hang a test run
+            return await tools[name].run(args, CallContext(key_name="test"))
+
+    return run
+
+
+@pytest.fixture
+def run(root: Path) -> Run:
+    return make_runner(root)
+
+
+def text(output: ToolOutput) -> str:
+    first = output.content[0]
+    assert first.type == "text"
+    return first.text
+
+
+def test_tools_declare_scopes_and_hints(root: Path) -> None:
+    tools = {t.name: t for t in file_tools(PathPolicy([root]), Limits())}
+    assert set(tools) == {"read_file", "list_directory", "search_files", "write_file", "edit_file"}
+    for name in ("read_file", "list_directory", "search_files"):
+        assert tools[name].scope is Scope.READ
+        assert tools[name].hints.read_only and tools[name].hints.idempotent
+    for name in ("write_file", "edit_file"):
+        assert tools[name].scope is Scope.WRITE
+        assert not tools[name].hints.read_only and tools[name].hints.destructive
+    assert tools["write_file"].hints.idempotent and not tools["edit_file"].hints.idempotent
+    assert "**" in tools["search_files"].description and "any depth" in tools["search_files"].description
+    assert tools["read_file"].input_schema["required"] == ["path"]
+
+
+@pytest.mark.anyio
+async def test_misspelt_arguments_are_rejected(run: Run) -> None:
+    with pytest.raises(ToolFailure, match="file_path"):
+        await run("read_file", file_path="x")
+
+
+# -- read_file --------------------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_read_small_file_exactly(run: Run, root: Path) -> None:
+    (root / "a.txt").write_bytes("héllo\r\nworld".encode())
+    assert text(await run("read_file", path="a.txt")) == "héllo\r\nworld"
+
+
+@pytest.mark.anyio
+async def test_read_windows_and_truncation_notes(run: Run, root: Path) -> None:
+    (root / "long.txt").write_text("".join(f"line {i}\n" for i in range(1, 5322)))
+    first = text(await run("read_file", path="long.txt"))
+    assert first.startswith("line 1\n") and "line 2000\n" in first and "line 2001\n" not in first
+    assert first.endswith("[lines 1-2000 of 5321; call again with offset=2000 for more]")
+    second = text(await run("read_file", path="long.txt", offset=2000))
+    assert second.startswith("line 2001\n")
+    assert second.endswith("[lines 2001-4000 of 5321; call again with offset=4000 for more]")
+    last = text(await run("read_file", path="long.txt", offset=5320, limit=10))
+    assert last == "line 5321\n[line 5321 of 5321: the end of the file]"
+    with pytest.raises(ToolFailure, match=r"offset 6000 is past the end .* 5321 line"):
+        await run("read_file", path="long.txt", offset=6000)
+
+
+@pytest.mark.anyio
+async def test_read_counts_a_last_line_without_newline(run: Run, root: Path) -> None:
+    (root / "f.txt").write_text("a\nb\nc")
+    assert text(await run("read_file", path="f.txt", limit=2)) == "a\nb\n[lines 1-2 of 3; call again with offset=2 " \
+        "for more]"
+    assert text(await run("read_file", path="f.txt", offset=2)) == "c\n[line 3 of 3: the end of the file]"
+
+
+@pytest.mark.anyio
+async def test_read_empty_file(run: Run, root: Path) -> None:
+    (root / "empty").write_bytes(b"")
+    assert "is empty" in text(await run("read_file", path="empty"))
+
+
+@pytest.mark.anyio
+async def test_read_refuses_binary(run: Run, root: Path) -> None:
+    (root / "blob").write_bytes(b"text\x00more")
+    with pytest.raises(ToolFailure, match="NUL bytes"):
+        await run("read_file", path="blob")
+    (root / "latin1.txt").write_bytes(b"ok\nok\ncaf\xe9\n")
+    with pytest.raises(ToolFailure, match="invalid UTF-8 at line 3"):
+        await run("read_file", path="latin1.txt")
+
+
+@pytest.mark.anyio
+async def test_read_refuses_directory_fifo_socket_and_device(run: Run, root: Path) -> None:
+    (root / "dir").mkdir()
+    with pytest.raises(ToolFailure, match=r"is a directory.*list_directory"):
+        await run("read_file", path="dir")
+    os.mkfifo(root / "pipe")
+    with pytest.raises(ToolFailure, match="named pipe"):
+        await run("read_file", path="pipe")  # would block forever if it were opened for reading
+    sock_path = root / "s.sock"
+    if len(str(sock_path)) < 100:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as server:
+            server.bind(str(sock_path))
+            with pytest.raises(ToolFailure, match="socket"):
+                await run("read_file", path="s.sock")
+    devices = make_runner(Path("/dev"))
+    with pytest.raises(ToolFailure, match="device"):
+        await devices("read_file", path="null")
+
+
+@pytest.mark.anyio
+async def test_read_cap_applies_to_what_one_call_returns(root: Path) -> None:
+    run = make_runner(root, Limits(read_max_bytes=1000))
+    (root / "big.txt").write_text("".join(f"{i:049d}\n" for i in range(100)))  # 100 lines of 50 bytes
+    with pytest.raises(ToolFailure) as failure:
+        await run("read_file", path="big.txt")
+    message = str(failure.value)
+    assert "read_max_bytes (1,000 bytes)" in message and "`limit`" in message and "config.toml" in message
+    window = text(await run("read_file", path="big.txt", limit=10))
+    assert window.endswith("[lines 1-10 of a 5,000-byte file; call again with offset=10 for more]")
+    tail = text(await run("read_file", path="big.txt", offset=95, limit=10))
+    assert tail.startswith(f"{95:049d}\n") and tail.endswith("[lines 96-100 of 100: the end of the file]")
+    (root / "one-line.min.js").write_text("x" * 5000)
+    with pytest.raises(ToolFailure, match="read_max_bytes"):
+        await run("read_file", path="one-line.min.js", limit=1)
+
+
+@pytest.mark.anyio
+async def test_read_follows_symlinks_only_inside(run: Run, root: Path) -> None:
+    (root / "real.txt").write_text("real\n")
+    (root / "alias").symlink_to("real.txt")
+    (root / "escape").symlink_to(root.parent / "outside" / "secret.txt")
+    assert text(await run("read_file", path="alias")) == "real\n"
+    with pytest.raises(PathRefused) as refused:
+        await run("read_file", path="escape")
+    assert "top secret" not in str(refused.value)
+
+
+# -- list_directory ---------------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_list_directory_types_sizes_and_order(run: Run, root: Path) -> None:
+    (root / "b.txt").write_text("12345")
+    (root / "a_dir").mkdir()
+    (root / "c_link").symlink_to(root.parent / "outside")
+    os.mkfifo(root / "d_pipe")
+    out = await run("list_directory", path=".")
+    assert out.structured is not None
+    assert out.structured["entries"] == [
+        {"name": "a_dir", "type": "dir", "size": None},
+        {"name": "b.txt", "type": "file", "size": 5},
+        {"name": "c_link", "type": "symlink", "size": None, "target": str(root.parent / "outside")},
+        {"name": "d_pipe", "type": "other", "size": 0},
+    ]
+    lines = text(out).splitlines()
+    assert lines[0] == f"{root}: 4 entries"
+    assert lines[1].startswith("dir") and lines[1].endswith("a_dir/")
+    assert lines[2].startswith("file") and " 5  b.txt" in lines[2]
+    assert lines[3].startswith("symlink") and lines[3].endswith(f"c_link -> {root.parent / 'outside'}")
+
+
+@pytest.mark.anyio
+async def test_list_directory_refusals_and_cap(root: Path) -> None:
+    run = make_runner(root, Limits(search_max_results=3))
+    for name in "abcde":
+        (root / name).write_text(name)
+    (root / "link").symlink_to(root.parent / "outside")
+    out = await run("list_directory")
+    assert out.structured is not None and out.structured["truncated"] is True
+    assert [e["name"] for e in out.structured["entries"]] == ["a", "b", "c"]
+    assert "[first 3 of 6 entries" in text(out)
+    with pytest.raises(ToolFailure, match="not a directory; use read_file"):
+        await run("list_directory", path="a")
+    with pytest.raises(PathRefused):
+        await run("list_directory", path="link")
+
+
+# -- search_files -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("pattern", "path", "is_dir", "expected"), [
+    ("*.py", "a.py", False, True),
+    ("*.py", "src/deep/a.py", False, True),
+    ("*.py", "src/a.pyc", False, False),
+    ("*.py", ".hidden.py", False, True),
+    ("**/*.py", "a.py", False, True),
+    ("**/*.py", "x/y/z.py", False, True),
+    ("src/*.py", "src/a.py", False, True),
+    ("src/*.py", "src/sub/a.py", False, False),
+    ("src/*.py", "lib/src/a.py", False, False),
+    ("src/**/*.py", "src/a.py", False, True),
+    ("src/**/*.py", "src/a/b/c.py", False, True),
+    ("/top.txt", "top.txt", False, True),
+    ("/top.txt", "sub/top.txt", False, False),
+    ("./top.txt", "top.txt", False, True),
+    ("tests/", "pkg/tests", True, True),
+    ("tests/", "pkg/tests", False, False),
+    ("src/**", "src/a/b", False, True),
+    ("src/**", "other/a", False, False),
+    ("**", "any/thing/at/all", False, True),
+    ("test_?.py", "test_1.py", False, True),
+    ("test_?.py", "test_12.py", False, False),
+    ("[ab].txt", "a.txt", False, True),
+    ("[!ab].txt", "c.txt", False, True),
+    ("[!ab].txt", "a.txt", False, False),
+    ("*", "a/b", False, True),  # no slash: any name at any depth
+    ("a*", "ab/c", False, False),
+    ("literal\\*", "literal*", False, True),
+    ("a+b(1).txt", "a+b(1).txt", False, True),
+])
+def test_glob_dialect(pattern: str, path: str, is_dir: bool, expected: bool) -> None:
+    assert Glob.compile(pattern).matches(path, is_dir) is expected
+
+
+def test_bad_globs_are_explained() -> None:
+    with pytest.raises(ToolFailure, match="not a valid glob"):
+        Glob.compile("[z-a].txt")
+    with pytest.raises(ToolFailure, match="names nothing"):
+        Glob.compile("/")
+
+
+def _touch(root: Path, *names: str) -> None:
+    for name in names:
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(name)
+
+
+@pytest.mark.anyio
+async def test_search_skips_git_and_honours_gitignore(run: Run, root: Path) -> None:
+    _touch(root, "app.py", "app.log", "keep.log", "build/out.py", "pkg/mod.py", "pkg/gen.py", "pkg/sub/x.py",
+           ".git/hooks/hook.py", "vendor/.git/v.py", "vendor/lib.py", "node_modules/dep/index.py")
+    (root / ".gitignore").write_text("*.log\n!keep.log\nbuild/\nnode_modules\n")
+    (root / "pkg" / ".gitignore").write_text("gen.py\n")
+    found = await run("search_files", pattern="*")
+    assert found.structured is not None
+    assert found.structured["matches"] == [
+        ".gitignore", "app.py", "keep.log", "pkg/", "pkg/.gitignore", "pkg/mod.py", "pkg/sub/", "pkg/sub/x.py",
+        "vendor/", "vendor/lib.py",
+    ]
+    everything = await run("search_files", pattern="*.py", respect_gitignore=False)
+    assert everything.structured is not None
+    assert everything.structured["matches"] == [
+        "app.py", "build/out.py", "node_modules/dep/index.py", "pkg/gen.py", "pkg/mod.py", "pkg/sub/x.py",
+        "vendor/lib.py",
+    ]  # .git directories stay skipped either way
+
+
+@pytest.mark.anyio
+async def test_search_in_a_subdirectory_applies_gitignores_above_it(run: Run, root: Path) -> None:
+    _touch(root, "pkg/a.py", "pkg/a.pyc", "pkg/cache/b.py")
+    (root / ".gitignore").write_text("*.pyc\npkg/cache/\n")
+    found = await run("search_files", path="pkg", pattern="*")
+    assert found.structured is not None and found.structured["matches"] == ["a.py"]
+
+
+@pytest.mark.anyio
+async def test_an_ignored_directory_searched_by_name_is_searched(run: Run, root: Path) -> None:
+    _touch(root, "build/gen/a.py", "build/gen/b.tmp", "src/c.py")
+    (root / ".gitignore").write_text("build/\n")
+    (root / "build" / ".gitignore").write_text("*.tmp\n")
+    everywhere = await run("search_files", pattern="*")
+    assert everywhere.structured is not None and "build/" not in everywhere.structured["matches"]
+    inside = await run("search_files", path="build", pattern="*")
+    assert inside.structured is not None and inside.structured["matches"] == [".gitignore", "gen/", "gen/a.py"]
+
+
+@pytest.mark.anyio
+async def test_hostile_gitignore_files_are_not_followed_or_waited_on(run: Run, root: Path) -> None:
+    _touch(root, "pkg/sub/a.py", "pkg/sub/b.py")
+    os.mkfifo(root / "pkg" / ".gitignore")  # opening a FIFO for reading would block without O_NONBLOCK
+    (root.parent / "outside" / "rules").write_text("*.py\n")
+    (root / ".gitignore").symlink_to(root.parent / "outside" / "rules")
+    found = await run("search_files", path="pkg/sub", pattern="*.py")
+    assert found.structured is not None and found.structured["matches"] == ["a.py", "b.py"]
+
+
+@pytest.mark.anyio
+async def test_search_excludes_and_anchoring(run: Run, root: Path) -> None:
+    _touch(root, "src/a.py", "src/a.min.js", "src/b.js", "src/deep/c.py", "docs/d.py", "top.py")
+    found = await run("search_files", pattern="src/*", exclude=["*.min.js"])
+    assert found.structured is not None and found.structured["matches"] == ["src/a.py", "src/b.js", "src/deep/"]
+    pruned = await run("search_files", pattern="*.py", exclude=["deep", "docs/"])
+    assert pruned.structured is not None and pruned.structured["matches"] == ["src/a.py", "top.py"]
+    anchored = await run("search_files", pattern="/*.py")
+    assert anchored.structured is not None and anchored.structured["matches"] == ["top.py"]
+
+
+@pytest.mark.anyio
+async def test_search_does_not_follow_symlinked_directories(run: Run, root: Path) -> None:
+    _touch(root, "inside/a.py")
+    (root.parent / "outside" / "leak.py").write_text("no")
+    (root / "out").symlink_to(root.parent / "outside")
+    (root / "again").symlink_to(root / "inside")
+    found = await run("search_files", pattern="**")
+    assert found.structured is not None
+    assert found.structured["matches"] == ["again", "inside/", "inside/a.py", "out"]
+
+
+@pytest.mark.anyio
+async def test_search_truncation_and_errors(root: Path) -> None:
+    run = make_runner(root, Limits(search_max_results=5))
+    _touch(root, *(f"f{i:02d}.txt" for i in range(8)))
+    capped = await run("search_files", pattern="*.txt", max_results=3)
+    assert capped.structured is not None and capped.structured["matches"] == ["f00.txt", "f01.txt", "f02.txt"]
+    assert capped.structured["truncated"] is True
+    assert "first 3 matches" in text(capped) and "raise max_results (up to 5)" in text(capped)
+    clamped = await run("search_files", pattern="*.txt", max_results=100)
+    assert clamped.structured is not None and len(clamped.structured["matches"]) == 5
+    none = await run("search_files", pattern="*.rs")
+    assert "nothing under" in text(none) and "respect_gitignore=false" in text(none)
+    with pytest.raises(ToolFailure, match="not a directory"):
+        await run("search_files", path="f00.txt", pattern="*")
+    with pytest.raises(PathRefused):
+        await run("search_files", path="..", pattern="*")
+
+
+@pytest.mark.anyio
+async def test_search_a_generated_tree(root: Path) -> None:
+    run = make_runner(root, Limits(search_max_results=5000))
+    for a in range(15):
+        for b in range(10):
+            folder = root / f"pkg{a}" / f"mod{b}"
+            folder.mkdir(parents=True)
+            for c in range(20):
+                (folder / f"f{c}.{'py' if c % 3 else 'txt'}").write_bytes(b"")
+    (root / ".gitignore").write_text("pkg1*/\n")
+    expected = sorted(
+        os.path.relpath(os.path.join(d, f), root)
+        for d, _, files in os.walk(root) for f in files
+        if fnmatch.fnmatch(f, "*.py") and not os.path.relpath(d, root).startswith("pkg1")
+    )
+    found = await run("search_files", pattern="**/*.py")
+    assert found.structured is not None and found.structured["truncated"] is False
+    assert sorted(found.structured["matches"]) == expected and len(expected) == 9 * 10 * 13  # pkg1, pkg10-14 ignored
+    assert found.structured["matches"] == sorted(found.structured["matches"], key=lambda p: p.split("/"))
+
+
+# -- write_file -------------------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_write_creates_and_reports_bytes(run: Run, root: Path) -> None:
+    out = await run("write_file", path="new.txt", content="héllo\n")
+    assert (root / "new.txt").read_text() == "héllo\n"
+    assert out.structured == {"path": str(root / "new.txt"), "bytes_written": 7, "created": True}
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE((root / "new.txt").stat().st_mode) == 0o666 & ~umask
+    assert sorted(os.listdir(root)) == ["new.txt"]  # no temp file left behind
+
+
+@pytest.mark.anyio
+async def test_write_replaces_atomically_and_keeps_mode(run: Run, root: Path) -> None:
+    target = root / "script.sh"
+    target.write_text("old\n")
+    target.chmod(0o751)
+    (root / "hardlink").hardlink_to(target)
+    out = await run("write_file", path="script.sh", content="new\n")
+    assert out.structured is not None and out.structured["created"] is False
+    assert target.read_text() == "new\n"
+    assert stat.S_IMODE(target.stat().st_mode) == 0o751
+    # A rename put a new file in place; an in-place rewrite would have changed the hard link too.
+    assert (root / "hardlink").read_text() == "old\n"
+    assert sorted(os.listdir(root)) == ["hardlink", "script.sh"]
+
+
+@pytest.mark.anyio
+async def test_write_needs_an_existing_parent_unless_asked(run: Run, root: Path) -> None:
+    with pytest.raises(ToolFailure, match="does not exist; pass create_dirs=true"):
+        await run("write_file", path="a/b/c.txt", content="x")
+    assert not (root / "a").exists()
+    await run("write_file", path="a/b/c.txt", content="x", create_dirs=True)
+    assert (root / "a" / "b" / "c.txt").read_text() == "x"
+    (root / "plain").write_text("file")
+    with pytest.raises(ToolFailure, match="is a file, not a directory"):
+        await run("write_file", path="plain/c.txt", content="x", create_dirs=True)
+
+
+@pytest.mark.anyio
+async def test_write_through_symlinks(run: Run, root: Path) -> None:
+    outside = root.parent / "outside"
+    (root / "escape").symlink_to(outside / "secret.txt")
+    (root / "escape-dir").symlink_to(outside)
+    (root / "dangling").symlink_to(outside / "planted.txt")
+    for path in ("escape", "escape-dir/new.txt", "dangling", "escape-dir/sub/new.txt"):
+        with pytest.raises(PathRefused):
+            await run("write_file", path=path, content="pwned", create_dirs=True)
+    assert (outside / "secret.txt").read_text() == "top secret\n"
+    assert sorted(os.listdir(outside)) == ["secret.txt"]
+    (root / "target.txt").write_text("old")
+    (root / "alias").symlink_to("target.txt")
+    await run("write_file", path="alias", content="new")
+    assert (root / "target.txt").read_text() == "new" and (root / "alias").is_symlink()
+
+
+@pytest.mark.anyio
+async def test_write_refuses_directories_and_fifos(run: Run, root: Path) -> None:
+    (root / "dir").mkdir()
+    with pytest.raises(ToolFailure, match="is a directory"):
+        await run("write_file", path="dir", content="x")
+    os.mkfifo(root / "pipe")
+    with pytest.raises(ToolFailure, match="named pipe"):
+        await run("write_file", path="pipe", content="x")
+
+
+# -- edit_file --------------------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_edit_replaces_once_and_returns_a_diff(run: Run, root: Path) -> None:
+    target = root / "app.py"
+    target.write_text("def f():\n    return 1\n\nprint(f())\n")
+    target.chmod(0o640)
+    out = text(await run("edit_file", path="app.py", old_text="return 1", new_text="return 2"))
+    assert "--- a/app.py\n+++ b/app.py\n" in out and "-    return 1\n+    return 2\n" in out
+    assert target.read_text() == "def f():\n    return 2\n\nprint(f())\n"
+    assert stat.S_IMODE(target.stat().st_mode) == 0o640
+    assert sorted(os.listdir(root)) == ["app.py"]
+
+
+@pytest.mark.anyio
+async def test_edit_fails_clearly_when_missing_or_not_unique(run: Run, root: Path) -> None:
+    target = root / "f.txt"
+    target.write_text("x = 1\nx = 1\nx = 1\n")
+    with pytest.raises(ToolFailure, match=r"appears 3 times.*surrounding lines"):
+        await run("edit_file", path="f.txt", old_text="x = 1", new_text="x = 2")
+    with pytest.raises(ToolFailure, match=r"not found.*copy the text exactly"):
+        await run("edit_file", path="f.txt", old_text="y = 1", new_text="y = 2")
+    (root / "aaa").write_text("aaa")
+    with pytest.raises(ToolFailure, match="appears 2 times"):  # overlapping occurrences are ambiguous too
+        await run("edit_file", path="aaa", old_text="aa", new_text="b")
+    with pytest.raises(ToolFailure, match="identical"):
+        await run("edit_file", path="aaa", old_text="aaa", new_text="aaa")
+    assert target.read_text() == "x = 1\nx = 1\nx = 1\n" and (root / "aaa").read_text() == "aaa"
+
+
+@pytest.mark.anyio
+async def test_edit_hints_at_crlf(run: Run, root: Path) -> None:
+    (root / "win.txt").write_bytes(b"one\r\ntwo\r\n")
+    with pytest.raises(ToolFailure, match="CRLF"):
+        await run("edit_file", path="win.txt", old_text="one\ntwo", new_text="x")
+    await run("edit_file", path="win.txt", old_text="one\r\ntwo", new_text="x")
+    assert (root / "win.txt").read_bytes() == b"x\r\n"
+
+
+@pytest.mark.anyio
+async def test_edit_dry_run_changes_nothing(run: Run, root: Path) -> None:
+    target = root / "f.txt"
+    target.write_text("alpha\nbeta")
+    before = target.stat()
+    out = text(await run("edit_file", path="f.txt", old_text="beta", new_text="gamma", dry_run=True))
+    assert out.startswith("dry run:") and "-beta\n\\ No newline at end of file\n+gamma\n" in out
+    assert target.read_text() == "alpha\nbeta"
+    after = target.stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+
+
+@pytest.mark.anyio
+async def test_edit_refuses_binary_outside_and_oversized(root: Path) -> None:
+    run = make_runner(root, Limits(read_max_bytes=100))
+    (root / "blob").write_bytes(b"a\x00b")
+    with pytest.raises(ToolFailure, match="NUL"):
+        await run("edit_file", path="blob", old_text="a", new_text="c")
+    (root / "big.txt").write_text("y" * 101)
+    with pytest.raises(ToolFailure, match="read_max_bytes"):
+        await run("edit_file", path="big.txt", old_text="y", new_text="z")
+    (root / "escape").symlink_to(root.parent / "outside" / "secret.txt")
+    with pytest.raises(PathRefused):
+        await run("edit_file", path="escape", old_text="top", new_text="no")
+    assert (root.parent / "outside" / "secret.txt").read_text() == "top secret\n"
