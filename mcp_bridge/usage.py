@@ -116,15 +116,21 @@ def _percentile(sorted_values: list[float], fraction: float) -> float:
     return sorted_values[index]
 
 
-def summarize(conn: sqlite3.Connection, since: float | None = None, key_name: str | None = None) -> list[ToolSummary]:
-    query = "SELECT tool, outcome, duration_ms FROM usage WHERE 1 = 1"
+def _where(since: float | None, key_name: str | None) -> tuple[str, list[object]]:
+    clauses: list[str] = ["1 = 1"]
     params: list[object] = []
     if since is not None:
-        query += " AND ts >= ?"
+        clauses.append("ts >= ?")
         params.append(since)
     if key_name is not None:
-        query += " AND key_name = ?"
+        clauses.append("key_name = ?")
         params.append(key_name)
+    return " AND ".join(clauses), params
+
+
+def summarize(conn: sqlite3.Connection, since: float | None = None, key_name: str | None = None) -> list[ToolSummary]:
+    where, params = _where(since, key_name)
+    query = f"SELECT tool, outcome, duration_ms FROM usage WHERE {where}"  # noqa: S608 - fixed clauses, bound values
     durations: dict[str, list[float]] = defaultdict(list)
     counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for tool, outcome, duration in conn.execute(query, params):
@@ -147,15 +153,9 @@ def summarize(conn: sqlite3.Connection, since: float | None = None, key_name: st
 def recent(conn: sqlite3.Connection, since: float | None = None, key_name: str | None = None,
            limit: int = 50) -> list[dict[str, object]]:
     """The latest rows, newest first, for `usage --json` readers that want the detail."""
-    query = "SELECT ts, key_name, tool, outcome, error, duration_ms, client FROM usage WHERE 1 = 1"
-    params: list[object] = []
-    if since is not None:
-        query += " AND ts >= ?"
-        params.append(since)
-    if key_name is not None:
-        query += " AND key_name = ?"
-        params.append(key_name)
-    query += " ORDER BY ts DESC, id DESC LIMIT ?"
+    where, params = _where(since, key_name)
+    query = (f"SELECT ts, key_name, tool, outcome, error, duration_ms, client FROM usage WHERE {where}"  # noqa: S608
+             " ORDER BY ts DESC, id DESC LIMIT ?")
     params.append(limit)
     names = ("ts", "key", "tool", "outcome", "error", "duration_ms", "client")
     return [dict(zip(names, row, strict=True)) for row in conn.execute(query, params)]

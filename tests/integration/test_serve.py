@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
-import time
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +12,7 @@ import mcp_types as types
 import pytest
 
 from tests.support.bridge import bridge_client, cli, create_key, text_of
+from tests.support.processes import wait_gone
 
 pytestmark = pytest.mark.anyio
 
@@ -209,22 +208,7 @@ async def test_run_command_timeout_kills_the_process_tree(bridge_home: Path, pro
     assert "timed out" in text_of(result)
     assert progress, "run_command sent no progress notifications"
     child = int((project / "child.pid").read_text())
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and _alive(child):
-        await anyio.sleep(0.05)
-    assert not _alive(child), "the background grandchild survived the timeout"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie is dead for our purposes: it is waiting for its (gone) parent's reaper.
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
-    except FileNotFoundError:
-        return False
+    assert await wait_gone(child, within=5), "the background grandchild survived the timeout"
 
 
 async def test_two_servers_share_one_store(bridge_home: Path, project: Path) -> None:

@@ -19,6 +19,7 @@ from mcp_bridge.pathpolicy import PathPolicy, PathRefused
 from mcp_bridge.scopes import Scope
 from mcp_bridge.tools.base import CallContext, ProgressReporter, ToolFailure, ToolOutput
 from mcp_bridge.tools.commands import command_tools
+from tests.support.processes import wait_gone
 
 pytestmark = [
     pytest.mark.skipif(sys.platform == "win32", reason="uses POSIX shells and process groups"),
@@ -26,25 +27,6 @@ pytestmark = [
 ]
 
 Run = Callable[..., Coroutine[Any, Any, ToolOutput]]
-
-
-def alive(pid: int) -> bool:
-    """True if `pid` is running; a zombie (dead, waiting for a reaper that may never come) is not."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return sys.platform != "linux"
-
-
-async def wait_gone(pid: int, within: float = 3.0) -> bool:
-    deadline = time.monotonic() + within
-    while alive(pid) and time.monotonic() < deadline:
-        await anyio.sleep(0.02)
-    return not alive(pid)
 
 
 @pytest.fixture
