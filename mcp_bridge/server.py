@@ -31,6 +31,10 @@ log = logging.getLogger(__name__)
 
 STATUS_TOOL = "bridge_status"
 _ROOTS_TIMEOUT_S = 5.0
+# How long the first tools/list may wait for sources (browser, Compass) to make their first attempt.
+# Clients such as `claude -p` list tools only once; past this they get what is there and, later,
+# notifications/tools/list_changed.
+_FIRST_LIST_WAIT_S = 3.0
 
 Context = ServerRequestContext[Any, Any]
 
@@ -74,6 +78,7 @@ class BridgeServer:
         self._initialized = anyio.Event()
         self._catalog_changed = anyio.Event()
         self._roots_stale = True
+        self._sources_settled = False
         self.lowlevel: Server[Any] = Server(
             "compass-bridge",
             version=__version__,
@@ -150,7 +155,17 @@ class BridgeServer:
             self._catalog = catalog
         return self._catalog
 
+    async def _await_sources(self) -> None:
+        if self._sources_settled:
+            return
+        with anyio.move_on_after(_FIRST_LIST_WAIT_S):
+            async with anyio.create_task_group() as tg:
+                for source in self._sources:
+                    tg.start_soon(source.ready)
+        self._sources_settled = True
+
     async def _list_tools(self, ctx: Context, params: types.PaginatedRequestParams | None) -> types.ListToolsResult:
+        await self._await_sources()
         caller = self._gate.identify()
         if isinstance(caller, Rejected):
             return types.ListToolsResult(tools=[_mcp_tool(self._status_tool)])

@@ -127,6 +127,8 @@ class ToolSource(Protocol):
     calls the callback given to `subscribe` after its lists changed, and the server then tells the
     client (`notifications/tools/list_changed`). `run()` is started once the server is answering
     requests, for background work (connecting, registering, retrying); it may return at once.
+    `ready()` lets the server hold its first `tools/list` (briefly) until each source has tried once:
+    some clients list tools only once, right after `initialize`.
     """
 
     name: str
@@ -142,6 +144,10 @@ class ToolSource(Protocol):
     def subscribe(self, on_change: Callable[[], None]) -> None: ...
 
     async def run(self) -> None: ...
+
+    async def ready(self) -> None:
+        """Return once `run()` has made its first attempt to populate the tools, whatever the outcome."""
+        ...
 
 
 class StaticSource:
@@ -165,4 +171,7 @@ class StaticSource:
         return None  # nothing ever changes
 
     async def run(self) -> None:
+        return None
+
+    async def ready(self) -> None:
         return None

@@ -20,12 +20,17 @@ def claude_binary() -> Path:
 
 
 def claude_env(home: Path, model_url: str | None = None, **extra: str) -> dict[str, str]:
+    """Environment for an offline CLI with its own HOME. With `model_url`, the agent talks to that scripted
+    model; without it (for `claude mcp ...`), no API key is set — with one, each `mcp` command takes ~18 s."""
     home.mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC_", "CLAUDE"))}
-    env.update(HOME=str(home), ANTHROPIC_API_KEY="sk-ant-dummy", CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC="1",
-               DISABLE_AUTOUPDATER="1", DISABLE_TELEMETRY="1", DISABLE_ERROR_REPORTING="1", **extra)
+    env.update(HOME=str(home), CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC="1", DISABLE_AUTOUPDATER="1",
+               DISABLE_TELEMETRY="1", DISABLE_ERROR_REPORTING="1",
+               # `claude -p` otherwise connects --mcp-config servers "fully async": the first model request
+               # may go out before the server's tools are listed, and the test would race the server start.
+               MCP_CONNECTION_NONBLOCKING="0", **extra)
     if model_url:
-        env["ANTHROPIC_BASE_URL"] = model_url
+        env.update(ANTHROPIC_API_KEY="sk-ant-dummy", ANTHROPIC_BASE_URL=model_url)
     return env
 
 

@@ -1,0 +1,219 @@
+"""Compass through the real server: `compass-bridge serve` as a subprocess, the SDK client in legacy mode
+(as Claude Code connects), and the contract server as Compass.
+
+The server reads COMPASS_URL / COMPASS_API_KEY itself; the Compass tools arrive after `initialize`, with
+`notifications/tools/list_changed`.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import sys
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import mcp_types as types
+import pytest
+from mcp import Client, StdioServerParameters
+
+from tests.compass_server import CompassContractServer
+from tests.support.bridge import create_key, text_of
+
+pytestmark = pytest.mark.anyio
+
+COMPASS_READ = {"queryData", "recallMemory", "listThemes", "listDashboards", "listInstalledSkills", "projectSummary"}
+COMPASS_WRITE = COMPASS_READ | {"rememberContext", "setTheme"}
+GUARD_S = 30  # a hang guard only; the waits end on a notification or a state change
+
+
+@pytest.fixture
+def compass() -> Iterator[CompassContractServer]:
+    server = CompassContractServer().start()
+    yield server
+    server.stop()
+
+
+class Notifications:
+    """The client's message handler: counts `tools/list_changed` and lets a test wait for the next one."""
+
+    def __init__(self) -> None:
+        self.tools_changed = 0
+        self._event = anyio.Event()
+
+    async def __call__(self, message: Any) -> None:
+        if isinstance(message, types.ToolListChangedNotification):
+            self.tools_changed += 1
+            self._event.set()
+
+    async def next_tools_change(self) -> None:
+        with anyio.fail_after(GUARD_S):
+            await self._event.wait()
+        self._event = anyio.Event()
+
+
+@asynccontextmanager
+async def serve(home: Path, compass: CompassContractServer, compass_key: str, bridge_key: str,
+                notifications: Notifications) -> AsyncIterator[Client]:
+    project = home.parent / "project"
+    project.mkdir(exist_ok=True)
+    # Through sh so the server's stderr lands in a file the test can search for the key.
+    params = StdioServerParameters(
+        command="/bin/sh", args=["-c", 'exec "$0" -m mcp_bridge serve 2>>"$1"', sys.executable, str(stderr_of(home))],
+        env={"COMPASS_BRIDGE_HOME": str(home), "COMPASS_BRIDGE_KEY": bridge_key,
+             "COMPASS_URL": compass.url, "COMPASS_API_KEY": compass_key},
+        cwd=project,
+    )
+    async with Client(params, mode="legacy", cache=None, read_timeout_seconds=60,
+                      message_handler=notifications) as client:
+        yield client
+
+
+def stderr_of(home: Path) -> Path:
+    return home.parent / "serve-stderr.txt"
+
+
+async def tool_names(client: Client) -> set[str]:
+    return {t.name for t in (await client.list_tools()).tools}
+
+
+async def compass_status(client: Client) -> dict[str, Any]:
+    result = await client.call_tool("bridge_status", {})
+    assert not result.is_error, text_of(result)
+    status: dict[str, Any] = json.loads(text_of(result))["compass"]
+    return status
+
+
+def usage_rows(home: Path) -> list[dict[str, Any]]:
+    conn = sqlite3.connect(home / "data" / "bridge.sqlite3")
+    conn.row_factory = sqlite3.Row
+    rows = [dict(r) for r in conn.execute("SELECT * FROM usage ORDER BY id")]
+    conn.close()
+    return rows
+
+
+@pytest.mark.parametrize(("bridge_scopes", "compass_scopes", "visible"), [
+    ("read", "write", COMPASS_READ),    # the bridge key limits
+    ("admin", "read", COMPASS_READ),    # the Compass key limits
+    ("write", "write", COMPASS_WRITE),  # both allow
+])
+async def test_a_compass_tool_needs_its_scope_in_both_keys(bridge_home: Path, compass: CompassContractServer,
+                                                           bridge_scopes: str, compass_scopes: str,
+                                                           visible: set[str]) -> None:
+    user = compass.add_user("Ada Lovelace", role="admin")
+    compass_key = compass.create_key(user, compass_scopes)
+    bridge_key = create_key(bridge_home, "agent", bridge_scopes)["key"]
+    notifications = Notifications()
+    async with serve(bridge_home, compass, compass_key, bridge_key, notifications) as client:
+        await notifications.next_tools_change()
+        assert (await tool_names(client)) & (COMPASS_WRITE | {"installSkill"}) == visible
+        query = await client.call_tool("queryData", {"queryType": "projects", "search": "kitchen"})
+        set_theme = await client.call_tool("setTheme", {"themeId": "mocha"})
+    assert not query.is_error and json.loads(text_of(query))["data"][0]["id"] == "prj_2"
+    if "setTheme" in visible:
+        assert not set_theme.is_error and user.theme == "mocha"
+        assert len(compass.calls("setTheme")) == 1
+        return
+    assert set_theme.is_error and user.theme == "native-compass" and compass.calls("setTheme") == []
+    message = text_of(set_theme)
+    if bridge_scopes == "read":
+        assert "'setTheme' needs the 'write' scope" in message and "bridge key 'agent' has read" in message
+    else:
+        assert "unknown tool 'setTheme'" in message
+    outcomes = {(r["tool"], r["outcome"]) for r in usage_rows(bridge_home)}
+    assert ("queryData", "ok") in outcomes
+    assert ("setTheme", "refused" if bridge_scopes == "read" else "failed") in outcomes
+
+
+async def test_a_key_revoked_while_serving_removes_the_compass_tools(bridge_home: Path,
+                                                                    compass: CompassContractServer) -> None:
+    compass_key = compass.create_key(compass.add_user("Ada Lovelace"), "read")
+    bridge_key = create_key(bridge_home, "agent", "read")["key"]
+    notifications = Notifications()
+    async with serve(bridge_home, compass, compass_key, bridge_key, notifications) as client:
+        await notifications.next_tools_change()
+        assert await tool_names(client) >= COMPASS_READ
+        compass.revoke(compass_key)
+        refused = await client.call_tool("listDashboards", {})
+        await notifications.next_tools_change()
+        names = await tool_names(client)
+        status = await compass_status(client)
+        local = await client.call_tool("list_directory", {"path": "."})
+    assert refused.is_error and "Compass rejected the API key" in text_of(refused)
+    assert "compass login" in text_of(refused) and "withdrawn" in text_of(refused)
+    assert not names & COMPASS_READ and "read_file" in names
+    assert status["state"] == "key rejected" and "API key revoked" in status["problem"]
+    assert not local.is_error  # the local tools carry on
+    assert notifications.tools_changed == 2
+
+
+async def test_compass_down_at_start_then_up(bridge_home: Path, compass: CompassContractServer) -> None:
+    compass_key = compass.create_key(compass.add_user("Ada Lovelace"), "read")
+    bridge_key = create_key(bridge_home, "agent", "read")["key"]
+    compass.go_down()
+    notifications = Notifications()
+    async with serve(bridge_home, compass, compass_key, bridge_key, notifications) as client:
+        with anyio.fail_after(GUARD_S):
+            while (status := await compass_status(client))["state"] != "unreachable":
+                await anyio.sleep(0.05)
+        assert "connection refused" in status["problem"]
+        names = await tool_names(client)
+        assert "read_file" in names and not names & COMPASS_READ
+        assert notifications.tools_changed == 0
+
+        compass.come_up()
+        await notifications.next_tools_change()
+        assert await tool_names(client) >= COMPASS_READ
+        result = await client.call_tool("queryData", {"queryType": "customers", "limit": 2})
+        status = await compass_status(client)
+    assert not result.is_error and json.loads(text_of(result))["count"] == 2
+    assert status["state"] == "registered" and status["user"]["name"] == "Ada Lovelace"
+
+
+async def test_the_context_is_offered_as_resources(bridge_home: Path, compass: CompassContractServer) -> None:
+    compass_key = compass.create_key(compass.add_user("Ada Lovelace"), "read")
+    bridge_key = create_key(bridge_home, "agent", "read")["key"]
+    notifications = Notifications()
+    async with serve(bridge_home, compass, compass_key, bridge_key, notifications) as client:
+        await notifications.next_tools_change()
+        uris = {str(r.uri) for r in (await client.list_resources()).resources}
+        memories = await client.read_resource("compass://context/memories")
+        status = await compass_status(client)
+    assert {"compass://context/memories", "compass://context/dashboards", "compass://context/skills"} <= uris
+    content = memories.contents[0]
+    assert isinstance(content, types.TextResourceContents) and content.mime_type == "application/json"
+    assert json.loads(content.text)[0]["content"] == "Prefers weekly summaries on Mondays"
+    assert status["context"]["memories"] == 1 and status["context"]["dashboards"] == ["Cash flow"]
+
+
+async def test_the_compass_key_is_never_logged(bridge_home: Path, compass: CompassContractServer) -> None:
+    compass_key = compass.create_key(compass.add_user("Ada Lovelace"), "write")
+    bridge_key = create_key(bridge_home, "agent", "write")["key"]
+    notifications = Notifications()
+    async with serve(bridge_home, compass, compass_key, bridge_key, notifications) as client:
+        await notifications.next_tools_change()
+        assert not (await client.call_tool("listThemes", {})).is_error
+        await client.read_resource("compass://context/skills")
+        # Failures, including a Compass that echoes the key back, go into the usage log and the server log.
+        compass.fault("status", status=500, message=f"cannot parse {compass_key}", tool="queryData")
+        failed = await client.call_tool("queryData", {"queryType": "invoices"})
+        compass.fault("drop", tool="setTheme")
+        dropped = await client.call_tool("setTheme", {"themeId": "mocha"})
+        compass.fault("status", status=401, message=f"unknown key {compass_key}", tool="listThemes")
+        rejected = await client.call_tool("listThemes", {})
+        await notifications.next_tools_change()
+        await compass_status(client)
+    assert failed.is_error and dropped.is_error and rejected.is_error
+    for result in (failed, dropped, rejected):
+        assert compass_key not in text_of(result)
+
+    log = bridge_home / "logs" / "serve.log"
+    assert "registered with Compass" in log.read_text() and "Compass tools withdrawn" in log.read_text()
+    assert {r["outcome"] for r in usage_rows(bridge_home) if r["tool"] in ("queryData", "listThemes")} >= {"failed"}
+    searched = [p for p in bridge_home.rglob("*") if p.is_file()] + [stderr_of(bridge_home)]
+    assert any(p.suffix == ".sqlite3" for p in searched)
+    for path in searched:
+        assert compass_key.encode() not in path.read_bytes(), path
