@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from mcp_bridge import __version__
 
 # Each module registers its own sub-commands; listing them here keeps start-up to what is used.
-COMMAND_MODULES = ("serve", "keys", "usage")
+COMMAND_MODULES = ("serve", "keys", "usage", "compass", "install", "doctor")
 
 Handler = Callable[[argparse.Namespace], int]
 

@@ -1,0 +1,499 @@
+"""Install, re-install and uninstall into isolated homes, for the Linux, macOS and Windows layouts.
+
+Real files throughout; the Windows registry is the in-memory backend (the only stand-in). The layouts are
+computed from an explicit Platform, so all three OSes install into a temporary home on this machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mcp_bridge.install import HOST_NAME, manifests
+from mcp_bridge.install.installer import Installer, Selection
+from mcp_bridge.install.layouts import OS, Platform
+from mcp_bridge.install.plan import InstallError, Op, Plan
+from mcp_bridge.install.registry import Hive, MemoryRegistry
+from mcp_bridge.keys import KeyStore
+from mcp_bridge.paths import StatePaths
+from mcp_bridge.scopes import parse_scopes
+from tests.conftest import require
+
+REF = manifests.origin(manifests.reference_extension_id())
+OTHER_ID = "b" * 32
+MIN_DIRS = {
+    OS.LINUX: {"chrome": ".config/google-chrome", "chromium": ".config/chromium",
+               "brave": ".config/BraveSoftware/Brave-Browser"},
+    OS.MACOS: {"chrome": "Library/Application Support/Google/Chrome",
+               "brave": "Library/Application Support/BraveSoftware/Brave-Browser",
+               "arc": "Library/Application Support/Arc/User Data"},
+    OS.WINDOWS: {"chrome": "AppData/Local/Google/Chrome/User Data",
+                 "brave": "AppData/Local/BraveSoftware/Brave-Browser/User Data",
+                 "edge": "AppData/Local/Microsoft/Edge/User Data"},
+}
+CURSOR_CONFIG = '{\n    "mcpServers": {"other": {"command": "/usr/bin/other", "args": []}},\n    "theme": "dark"\n}\n'
+
+
+class World:
+    """One isolated machine: a home, a state dir, a filesystem root for machine-wide paths, a registry."""
+
+    def __init__(self, tmp: Path, os_: OS, *, elevated: bool = False) -> None:
+        self.tmp = tmp
+        self.home = tmp / "home"
+        self.root = tmp / "root"
+        for d in (self.home, self.root, tmp / "empty-bin"):
+            d.mkdir(parents=True, exist_ok=True)
+        # PATH with no `claude`: Claude Code registration is then printed, not run (the real CLI is in e2e).
+        self.platform = Platform(os_, self.home, {"PATH": str(tmp / "empty-bin")}, self.root, elevated)
+        state = tmp / "state"
+        self.paths = StatePaths(state / "config", state / "data", state / "logs", state / "run").ensure()
+        self.registry = MemoryRegistry()
+        self.installer = Installer(self.platform, self.paths, self.registry)
+
+    def browsers(self, *keys: str) -> None:
+        for key in keys:
+            (self.home / MIN_DIRS[self.platform.os][key]).mkdir(parents=True)
+
+    def install(self, **selection: object) -> Plan:
+        plan = self.installer.plan_install(Selection(**selection))  # type: ignore[arg-type]
+        self.installer.apply(plan)
+        assert plan.ok, "\n".join(plan.lines(False))
+        return plan
+
+    def uninstall(self, **selection: object) -> Plan:
+        plan = self.installer.plan_uninstall(Selection(**selection))  # type: ignore[arg-type]
+        self.installer.apply(plan)
+        assert plan.ok, "\n".join(plan.lines(False))
+        return plan
+
+    def snapshot(self) -> dict[str, tuple[int, bytes | None]]:
+        """Every file and directory (mode and content), except the key store, whose bytes change with any use."""
+        found: dict[str, tuple[int, bytes | None]] = {}
+        for base in (self.home, self.root, self.tmp / "state"):
+            for dirpath, dirnames, filenames in os.walk(base):
+                for name in dirnames + filenames:
+                    path = Path(dirpath) / name
+                    if path.name.startswith("bridge.sqlite3"):
+                        continue
+                    found[str(path)] = (path.stat().st_mode, path.read_bytes() if path.is_file() else None)
+        return found
+
+    def record_without_claude_code(self) -> list[object]:
+        items = json.loads((self.paths.data_dir / "install-record.json").read_text())["items"]
+        return [i for i in items if "client:claude-code" not in i["owners"]]
+
+    def key_names(self) -> list[str]:
+        store = KeyStore.open(self.paths)
+        try:
+            return sorted(record.name for record in store.list())
+        finally:
+            store.close()
+
+    def manifest(self, path: Path) -> dict[str, object]:
+        data: dict[str, object] = json.loads(path.read_text())
+        return data
+
+
+def _ops(plan: Plan) -> dict[str, set[Op]]:
+    found: dict[str, set[Op]] = {}
+    for action in plan.actions:
+        found.setdefault(action.section, set()).add(action.op)
+    return found
+
+
+# --- the whole round trip, per OS -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("os_", list(OS))
+def test_install_reinstall_uninstall_round_trip(tmp_path: Path, os_: OS) -> None:
+    world = World(tmp_path, os_)
+    world.browsers(*MIN_DIRS[os_])
+    (world.home / ".cursor").mkdir()
+    (world.home / ".cursor" / "mcp.json").write_text(CURSOR_CONFIG)
+    store = KeyStore.open(world.paths)
+    store.create("my own key", parse_scopes("read"))  # the user's: uninstall must leave it
+    store.close()
+    before = world.snapshot()
+
+    plan = world.install(clients=("cursor",))
+
+    own = world.paths.data_dir / "native-host"
+    if os_ is OS.WINDOWS:
+        launcher = own / "compass-bridge-host.bat"
+        assert launcher.read_bytes().startswith(b"@echo off\r\n")
+        manifest = own / f"{HOST_NAME}.json"
+        for vendor in ("Google\\Chrome", "BraveSoftware\\Brave-Browser", "Microsoft\\Edge"):
+            key = f"Software\\{vendor}\\NativeMessagingHosts\\{HOST_NAME}"
+            assert world.registry.get_default(Hive.CURRENT_USER, key) == str(manifest)
+        written = [manifest]
+    else:
+        launcher = own / "compass-bridge-host"
+        assert os.access(launcher, os.X_OK) and launcher.read_text().startswith("#!/bin/sh\n")
+        written = [world.home / d / "NativeMessagingHosts" / f"{HOST_NAME}.json" for d in MIN_DIRS[os_].values()]
+        if os_ is OS.MACOS:
+            # Brave on macOS reads Chrome's dir; that file is shared, not written twice.
+            assert "(also for Brave)" in next(a.detail for a in plan.actions if "Google/Chrome/" in a.what)
+    for path in written:
+        data = world.manifest(path)
+        assert data["path"] == str(launcher) and data["allowed_origins"] == [REF] and data["type"] == "stdio"
+        assert data["name"] == HOST_NAME
+    assert sys.executable in launcher.read_text()
+    cursor = json.loads((world.home / ".cursor" / "mcp.json").read_text())
+    assert cursor["theme"] == "dark" and cursor["mcpServers"]["other"]["command"] == "/usr/bin/other"
+    assert cursor["mcpServers"]["compass"]["args"][-1] == "serve"
+    assert cursor["mcpServers"]["compass"]["env"]["COMPASS_BRIDGE_KEY"].startswith("cb_")
+    claude = next(a for a in plan.actions if a.section == "Claude Code")
+    assert claude.op is Op.MANUAL and "claude mcp add --scope user compass -e COMPASS_BRIDGE_KEY=cb_" in claude.note
+    assert world.key_names() == ["claude-code", "cursor", "my own key"]
+
+    # Re-running changes nothing, except the Claude Code key that is re-issued while it is still unregistered.
+    installed, record = world.snapshot(), world.record_without_claude_code()
+    again = world.install(clients=("cursor",))
+    changed = {section: ops for section, ops in _ops(again).items() if ops - {Op.UNCHANGED, Op.SKIP}}
+    assert changed == {"Claude Code": {Op.MANUAL}}
+    record_file = str(world.paths.data_dir / "install-record.json")
+    assert {k: v for k, v in world.snapshot().items() if k != record_file} == \
+        {k: v for k, v in installed.items() if k != record_file}
+    assert world.record_without_claude_code() == record
+    assert world.key_names() == ["claude-code", "cursor", "my own key"]
+
+    world.uninstall()
+    assert world.snapshot() == before
+    assert world.registry.values == {}
+    assert world.key_names() == ["my own key"]
+    # Cursor's config is back byte for byte, formatting included.
+    assert (world.home / ".cursor" / "mcp.json").read_text() == CURSOR_CONFIG
+
+
+def test_browsers_not_installed_are_skipped_and_said_so(tmp_path: Path) -> None:
+    world = World(tmp_path, OS.LINUX)
+    world.browsers("chromium")
+    plan = world.install(no_clients=True)
+    lines = plan.lines(False)
+    assert "Google Chrome: not installed (no ~/.config/google-chrome) — skipped" in lines
+    assert any(line.startswith("Firefox: no Firefox add-on to allow") for line in lines)
+    assert not (world.home / ".config" / "google-chrome").exists()
+
+
+def test_a_named_browser_is_installed_even_when_not_detected(tmp_path: Path) -> None:
+    world = World(tmp_path, OS.LINUX)
+    plan = world.install(browsers=("vivaldi",), no_clients=True)
+    assert (world.home / ".config/vivaldi/NativeMessagingHosts" / f"{HOST_NAME}.json").is_file()
+    assert any("Vivaldi: not detected" in note for note in plan.notes)
+    world.uninstall()
+    assert not (world.home / ".config").exists()  # every directory install made is gone again
+
+
+def test_firefox_gets_its_own_manifest_with_allowed_extensions(tmp_path: Path) -> None:
+    world = World(tmp_path, OS.LINUX)
+    (world.home / ".mozilla").mkdir()
+    world.install(firefox_extension_ids=("bridge@example.org",), no_clients=True)
+    data = world.manifest(world.home / ".mozilla/native-messaging-hosts" / f"{HOST_NAME}.json")
+    assert data["allowed_extensions"] == ["bridge@example.org"] and "allowed_origins" not in data
+    with pytest.raises(InstallError, match="Firefox add-on ID"):
+        world.installer.plan_install(Selection(firefox_extension_ids=("not an id",)))
+
+
+# --- origins --------------------------------------------------------------------------------------------
+
+
+def test_existing_origins_are_merged_never_clobbered_and_restored_on_uninstall(tmp_path: Path) -> None:
+    world = World(tmp_path, OS.LINUX)
+    world.browsers("chromium")
+    path = world.home / ".config/chromium/NativeMessagingHosts" / f"{HOST_NAME}.json"
+    path.parent.mkdir()
+    original = json.dumps({"name": HOST_NAME, "description": "hand-made", "path": "/old/host", "type": "stdio",
+                           "allowed_origins": [manifests.origin(OTHER_ID), "chrome-extension://broken/"]})
+    path.write_text(original)
+    third = "c" * 32
+
+    plan = world.install(extension_ids=(third,), no_clients=True)
+
+    assert world.manifest(path)["allowed_origins"] == [REF, manifests.origin(third), manifests.origin(OTHER_ID)]
+    detail = next(a.detail for a in plan.actions if a.section == "Chromium")
+    assert "kept 1 extension(s) already allowed" in detail and "chrome-extension://broken/" in detail
+    world.uninstall()
+    assert path.read_text() == original
+
+
+def test_malformed_extension_ids_are_refused_before_anything_is_written(tmp_path: Path) -> None:
+    world = World(tmp_path, OS.LINUX)
+    world.browsers("chromium")
+    before = world.snapshot()
+    for bad in ("abc", "A" * 32, "q" * 32, "a" * 33):
+        with pytest.raises(InstallError, match="32 letters from a to p"):
+            world.installer.plan_install(Selection(extension_ids=(bad,)))
+    assert world.snapshot() == before
+
+
+def test_an_unreadable_manifest_is_replaced_and_put_back_on_uninstall(tmp_path: Path) -> None:
+    world = World(tmp_path, OS.LINUX)
+    world.browsers("chromium")
+    path = world.home / ".config/chromium/NativeMessagingHosts" / f"{HOST_NAME}.json"
+    path.parent.mkdir()
+    path.write_text("{not json")
+    plan = world.install(no_clients=True)
+    assert "replacing a broken file" in next(a.detail for a in plan.actions if a.section == "Chromium")
+    assert world.manifest(path)["allowed_origins"] == [REF]
+    world.uninstall()
+    assert path.read_text() == "{not json"
+
+
+# --- shared items and partial uninstall ------------------------------------------------------------------
+
+
+def test_windows_keys_shared_by_browsers_stay_until_their_last_browser_goes(tmp_path: Path) -> None:
+    world = World(tmp_path, OS.WINDOWS)
+    world.browsers("chrome", "brave")
+    world.install(no_clients=True)
+    chrome_key = f"Software\\Google\\Chrome\\NativeMessagingHosts\\{HOST_NAME}"
+    brave_key = f"Software\\BraveSoftware\\Brave-Browser\\NativeMessagingHosts\\{HOST_NAME}"
+    manifest = world.paths.data_dir / "native-host" / f"{HOST_NAME}.json"
+
+    plan = world.uninstall(browsers=("brave",))
+
+    assert world.registry.get_default(Hive.CURRENT_USER, brave_key) is None
+    assert world.registry.get_default(Hive.CURRENT_USER, chrome_key) == str(manifest)
+    assert manifest.is_file()
+    assert any(a.op is Op.KEEP and "still used by Google Chrome" in a.detail for a in plan.actions)
+    world.uninstall(browsers=("chrome",))
+    assert world.registry.values == {}
+    assert not (world.paths.data_dir / "native-host").exists()
+    assert not (world.paths.data_dir / "install-record.json").exists()
+
+
+def test_a_registry_value_that_existed_before_is_put_back(tmp_path: Path) -> None:
+    world = World(tmp_path, OS.WINDOWS)
+    world.browsers("edge")
+    key = f"Software\\Microsoft\\Edge\\NativeMessagingHosts\\{HOST_NAME}"
+    world.registry.set_default(Hive.CURRENT_USER, key, "C:\\old\\manifest.json")
+    world.install(no_clients=True)
+    assert world.registry.get_default(Hive.CURRENT_USER, key) != "C:\\old\\manifest.json"
+    world.uninstall()
+    assert world.registry.get_default(Hive.CURRENT_USER, key) == "C:\\old\\manifest.json"
+
+
+def test_profile_dir_gets_the_manifest_and_nothing_else_does(tmp_path: Path) -> None:
+    world = World(tmp_path, OS.LINUX)
+    world.browsers("chromium")
+    profile = tmp_path / "profile with space"
+    plan = world.install(browsers=("chromium",), profile_dirs=(profile,), no_clients=True)
+    assert world.manifest(profile / "NativeMessagingHosts" / f"{HOST_NAME}.json")["allowed_origins"] == [REF]
+    assert not (world.home / ".config/chromium/NativeMessagingHosts").exists()
+    assert any(a.section == f"Profile {profile}" for a in plan.actions)
+    world.uninstall(profile_dirs=(profile,))
+    assert not profile.exists()  # install created it, so it went again
+
+
+def test_profile_dir_on_windows_is_covered_by_the_registry(tmp_path: Path) -> None:
+    world = World(tmp_path, OS.WINDOWS)
+    profile = tmp_path / "profile"
+    plan = world.install(browsers=("chromium",), profile_dirs=(profile,), no_clients=True)
+    assert "through the registry" in plan.notes[0] and not profile.exists()
+    key = f"Software\\Chromium\\NativeMessagingHosts\\{HOST_NAME}"
+    assert world.registry.get_default(Hive.CURRENT_USER, key) is not None
+
+
+def test_uninstall_with_nothing_recorded_says_so(tmp_path: Path) -> None:
+    world = World(tmp_path, OS.LINUX)
+    plan = world.uninstall()
+    assert plan.actions == [] and "Nothing to remove" in plan.notes[0]
+
+
+# --- machine-wide ----------------------------------------------------------------------------------------
+
+
+def test_system_install_prints_the_elevated_command_when_not_elevated(tmp_path: Path) -> None:
+    world = World(tmp_path, OS.LINUX)
+    before = world.snapshot()
+    plan = world.installer.plan_install(Selection(browsers=("chrome",), system=True,
+                                                  argv=("install", "--browser", "chrome", "--system")))
+    assert plan.blocked is not None and "sudo " in plan.blocked and "install --browser chrome --system" in plan.blocked
+    assert world.installer.apply(plan) is False
+    assert world.snapshot() == before
+
+
+@pytest.mark.parametrize("os_", list(OS))
+def test_system_install_writes_machine_wide_locations_and_uninstall_removes_them(tmp_path: Path, os_: OS) -> None:
+    world = World(tmp_path, os_, elevated=True)
+    before = world.snapshot()
+    plan = world.install(browsers=("chrome", "chromium"), system=True)
+    assert "registered per user" in plan.notes[0]  # no MCP clients machine-wide
+    if os_ is OS.WINDOWS:
+        key = f"Software\\Google\\Chrome\\NativeMessagingHosts\\{HOST_NAME}"
+        manifest = world.registry.get_default(Hive.LOCAL_MACHINE, key)
+        assert manifest == str(world.root / "ProgramData" / "compass-bridge" / f"{HOST_NAME}.json")
+    else:
+        chrome_dir = {OS.LINUX: "etc/opt/chrome/native-messaging-hosts",
+                      OS.MACOS: "Library/Google/Chrome/NativeMessagingHosts"}[os_]
+        data = world.manifest(world.root / chrome_dir / f"{HOST_NAME}.json")
+        assert str(data["path"]).startswith(str(world.root))
+        # A machine-wide launcher logs to each user's own log dir, not to the installing user's.
+        assert "$HOME" in Path(str(data["path"])).read_text()
+    world.uninstall(system=True)
+    assert world.snapshot() == before and world.registry.values == {}
+
+
+# --- MCP clients -------------------------------------------------------------------------------------------
+
+
+def test_a_client_config_that_is_not_plain_json_is_left_untouched(tmp_path: Path) -> None:
+    world = World(tmp_path, OS.LINUX)
+    config = world.home / ".config/Code/User/mcp.json"
+    config.parent.mkdir(parents=True)
+    config.write_text('{\n  // my servers\n  "servers": {}\n}\n')
+    plan = world.installer.plan_install(Selection(clients=("vscode",)))
+    world.installer.apply(plan)
+    vscode = next(a for a in plan.actions if a.section == "VS Code")
+    assert vscode.result == "failed" and "not plain JSON" in vscode.note and not plan.ok
+    assert config.read_text() == '{\n  // my servers\n  "servers": {}\n}\n'
+
+
+def test_vscode_gets_a_servers_entry_with_a_type_and_a_new_file_is_private(tmp_path: Path) -> None:
+    world = World(tmp_path, OS.LINUX)
+    (world.home / ".config/Code/User").mkdir(parents=True)
+    world.install(clients=("vscode",))
+    config = world.home / ".config/Code/User/mcp.json"
+    entry = json.loads(config.read_text())["servers"]["compass"]
+    assert entry["type"] == "stdio" and entry["env"]["COMPASS_BRIDGE_KEY"].startswith("cb_")
+    assert config.stat().st_mode & 0o777 == 0o600  # it holds a key
+    world.uninstall(clients=("vscode",))
+    assert not config.exists()
+    assert world.key_names() == ["claude-code"]  # only that client's key went
+
+
+def test_clients_are_written_only_where_installed_and_an_entry_not_ours_is_left_alone(tmp_path: Path) -> None:
+    world = World(tmp_path, OS.LINUX)
+    plan = world.install(clients=("windsurf", "claude-desktop"), no_clients=False)
+    lines = plan.lines(False)
+    assert "Windsurf: not installed (no ~/.codeium/windsurf) — skipped" in lines
+    assert "Claude Desktop: Claude Desktop is not made for linux — skipped" in lines
+    (world.home / ".cursor").mkdir()
+    mine = {"mcpServers": {"compass": {"command": "/my/own/compass", "args": []}}}
+    (world.home / ".cursor" / "mcp.json").write_text(json.dumps(mine))
+    plan = world.install(clients=("cursor",))
+    assert next(a for a in plan.actions if a.section == "Cursor").op is Op.SKIP
+    assert json.loads((world.home / ".cursor" / "mcp.json").read_text()) == mine
+
+
+def test_a_revoked_client_key_is_replaced_on_reinstall(tmp_path: Path) -> None:
+    world = World(tmp_path, OS.LINUX)
+    (world.home / ".cursor").mkdir()
+    world.install(clients=("cursor",))
+    first = json.loads((world.home / ".cursor" / "mcp.json").read_text())["mcpServers"]["compass"]["env"]
+    store = KeyStore.open(world.paths)
+    store.revoke("cursor")
+    store.close()
+    plan = world.install(clients=("cursor",))
+    assert next(a for a in plan.actions if a.section == "Cursor").op is Op.UPDATE
+    second = json.loads((world.home / ".cursor" / "mcp.json").read_text())["mcpServers"]["compass"]["env"]
+    assert second["COMPASS_BRIDGE_KEY"] != first["COMPASS_BRIDGE_KEY"]
+    assert world.key_names() == ["claude-code", "cursor"]  # the revoked one was deleted, not left to pile up
+
+
+# --- the command line ----------------------------------------------------------------------------------------
+
+
+def _cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {"HOME": str(tmp_path / "home"), "COMPASS_BRIDGE_HOME": str(tmp_path / "bridge"),
+           "PATH": str(tmp_path / "empty-bin"), "XDG_RUNTIME_DIR": str(tmp_path / "no-such-dir")}
+    return subprocess.run([sys.executable, "-m", "mcp_bridge", *args], env=env, capture_output=True, text=True,
+                          cwd=tmp_path)
+
+
+def _tree(root: Path) -> dict[str, bytes | None]:
+    return {str(p): (p.read_bytes() if p.is_file() else None) for p in sorted(root.rglob("*"))
+            if not p.name.startswith("bridge.sqlite3")}
+
+
+def test_cli_dry_run_changes_nothing_and_bad_input_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "home/.config/chromium").mkdir(parents=True)
+    (tmp_path / "empty-bin").mkdir()
+    before = _tree(tmp_path)
+    done = _cli(tmp_path, "install", "--dry-run", "--json")
+    assert done.returncode == 0, done.stderr
+    plan = json.loads(done.stdout)
+    assert plan["dry_run"] and any(a["section"] == "Chromium" and a["op"] == "created" for a in plan["actions"])
+    assert _tree(tmp_path) == before
+
+    bad = _cli(tmp_path, "install", "--extension-id", "not-an-id")
+    assert bad.returncode == 2 and "not a Chromium extension ID" in bad.stderr
+    unknown = _cli(tmp_path, "install", "--browser", "netscape")
+    assert unknown.returncode == 2 and "unknown browser 'netscape'" in unknown.stderr
+    assert _tree(tmp_path) == before
+
+
+def test_cli_install_and_uninstall_on_this_machine(tmp_path: Path) -> None:
+    (tmp_path / "home/.config/chromium").mkdir(parents=True)
+    (tmp_path / "empty-bin").mkdir()
+    assert _cli(tmp_path, "keys", "create", "--name", "mine").returncode == 0
+    before = _tree(tmp_path)
+    done = _cli(tmp_path, "install", "--browser", "chromium")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Chromium: manifest ~/.config/chromium/NativeMessagingHosts/com.compass_bridge.host.json — created" \
+        in done.stdout
+    assert "once Claude Code is installed, run:" in done.stdout
+    launcher = tmp_path / "bridge/data/native-host/compass-bridge-host"
+    # The browser will not pass COMPASS_BRIDGE_HOME on: the launcher carries it.
+    assert f"COMPASS_BRIDGE_HOME={tmp_path / 'bridge'}; export COMPASS_BRIDGE_HOME" in launcher.read_text()
+    gone = _cli(tmp_path, "uninstall")
+    assert gone.returncode == 0, gone.stdout + gone.stderr
+    assert _tree(tmp_path) == before
+
+
+# --- the installer scripts ---------------------------------------------------------------------------------
+
+INSTALLERS = Path(__file__).resolve().parents[2] / "installers"
+
+
+def test_install_sh_is_shellcheck_clean() -> None:
+    shellcheck = shutil.which("shellcheck")
+    require(shellcheck is not None, "shellcheck", "apt-get install shellcheck (scripts/test does it)")
+    done = subprocess.run([str(shellcheck), "-s", "sh", str(INSTALLERS / "install.sh")], capture_output=True,
+                          text=True)
+    assert done.returncode == 0, done.stdout
+
+
+def _powershell_syntax_errors(script: Path) -> list[str] | None:
+    """Parse errors in `script`: PowerShell's own parser when pwsh is here, else the tree-sitter PowerShell
+    grammar (pwsh is not packaged in Debian or on PyPI, so this machine has only the grammar). None: no parser."""
+    pwsh = shutil.which("pwsh")
+    if pwsh:
+        command = ("$errors = $null; [void][System.Management.Automation.Language.Parser]::ParseFile("
+                   f"'{script}', [ref]$null, [ref]$errors); $errors | ForEach-Object {{ $_.ToString() }}")
+        done = subprocess.run([pwsh, "-NoProfile", "-NonInteractive", "-Command", command], capture_output=True,
+                              text=True)
+        return [line for line in done.stdout.splitlines() if line.strip()]
+    try:
+        import tree_sitter
+        import tree_sitter_powershell
+    except ImportError:
+        return None
+    source = script.read_bytes()
+    tree = tree_sitter.Parser(tree_sitter.Language(tree_sitter_powershell.language())).parse(source)
+    found: list[str] = []
+    stack = [tree.root_node]
+    while stack:
+        node = stack.pop()
+        if node.type == "ERROR" or node.is_missing:
+            found.append(f"line {node.start_point[0] + 1}: {source[node.start_byte:node.end_byte][:80]!r}")
+        stack.extend(node.children)
+    return found
+
+
+def test_install_ps1_parses(tmp_path: Path) -> None:
+    script = INSTALLERS / "install.ps1"
+    errors = _powershell_syntax_errors(script)
+    require(errors is not None, "a PowerShell parser",
+            "install pwsh, or the dev extras (tree-sitter, tree-sitter-powershell)")
+    assert errors == []
+    # The parser does catch a broken script, so an empty list means something.
+    broken = tmp_path / "broken.ps1"
+    broken.write_bytes(script.read_bytes().replace(b"if ($LASTEXITCODE -ne 0) {", b"if ($LASTEXITCODE -ne 0 {", 1))
+    assert _powershell_syntax_errors(broken)
