@@ -52,6 +52,12 @@ def run(args: argparse.Namespace) -> int:
     server = BridgeServer(Gate(keys, key, config.default_scopes), usage, policy,
                           build_sources(paths, config, policy))
 
+    if sys.stdin.isatty():
+        # A person ran it by hand: say what it is waiting for rather than sit there silently.
+        print("compass-bridge serve: MCP server on stdin/stdout, waiting for an MCP client (Claude Code "
+              "starts it for you: see README). Roots: " + ", ".join(str(r) for r in policy.roots)
+              + ". Ctrl-D stops it.", file=sys.stderr)
+
     async def main() -> None:
         async with stdio_server() as (read_stream, write_stream):
             await server.serve(read_stream, write_stream)
