@@ -6,12 +6,16 @@ Standard library only: the browser waits on the host's start-up.
 from __future__ import annotations
 
 import os
+import re
 import stat
 import sys
-import tempfile
 from pathlib import Path
 
 HOME_ENV = "COMPASS_BRIDGE_HOME"
+
+# `<pid>.sock` for a Unix-socket host, `<pid>.ws.json` for a WebSocket host, plus `.tmp` while the latter is
+# being written.
+_HOST_FILE = re.compile(r"(?P<pid>[1-9][0-9]{0,9})\.(?P<kind>sock|ws\.json)(?P<tmp>\.tmp)?")
 
 
 class UnsafeRuntimeDir(Exception):
@@ -27,6 +31,8 @@ def runtime_dir() -> Path:
     xdg = os.environ.get("XDG_RUNTIME_DIR")
     if xdg and Path(xdg).is_dir():
         return Path(xdg) / "compass-bridge"
+    import tempfile  # only here: it costs the host several milliseconds of start-up
+
     user = str(os.getuid()) if hasattr(os, "getuid") else os.environ.get("USERNAME", "user")
     return Path(tempfile.gettempdir()) / f"compass-bridge-{user}"
 
@@ -60,3 +66,83 @@ def check_private_dir(path: Path) -> None:
         raise UnsafeRuntimeDir(
             f"refusing runtime dir {path}: mode {mode:04o}, expected 0700; run `chmod 700 {path}`"
         )
+
+
+def socket_path(run_dir: Path, pid: int) -> Path:
+    return run_dir / f"{pid}.sock"
+
+
+def ws_info_path(run_dir: Path, pid: int) -> Path:
+    return run_dir / f"{pid}.ws.json"
+
+
+def host_files(run_dir: Path) -> list[tuple[int, str, Path]]:
+    """(pid, "unix" | "ws", path) for every finished host file in `run_dir`, in no particular order."""
+    found = []
+    for entry in os.scandir(run_dir):
+        match = _HOST_FILE.fullmatch(entry.name)
+        if match and not match["tmp"]:
+            found.append((int(match["pid"]), "unix" if match["kind"] == "sock" else "ws", Path(entry.path)))
+    return found
+
+
+def owned_by_me(path: Path, *, socket: bool) -> bool:
+    """Whether `path` is a socket (or a regular file) that this user owns; never follows a symlink."""
+    try:
+        st = path.lstat()
+    except OSError:
+        return False
+    kind_ok = stat.S_ISSOCK(st.st_mode) if socket else stat.S_ISREG(st.st_mode)
+    return kind_ok and (sys.platform == "win32" or st.st_uid == os.getuid())
+
+
+def remove_stale(run_dir: Path) -> list[Path]:
+    """Delete the files of hosts that are no longer running (and our own pid's, left by a namesake).
+
+    A host killed with SIGKILL cannot clean up, and its socket would send every client to a dead end.
+    """
+    me = os.getpid()
+    removed = []
+    for entry in os.scandir(run_dir):
+        match = _HOST_FILE.fullmatch(entry.name)
+        if not match:
+            continue
+        pid = int(match["pid"])
+        if pid == me or not pid_alive(pid):
+            Path(entry.path).unlink(missing_ok=True)
+            removed.append(Path(entry.path))
+    return removed
+
+
+def pid_alive(pid: int) -> bool:
+    if sys.platform == "win32":
+        return _windows_pid_alive(pid)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists, it just is not ours
+    return True
+
+
+if sys.platform == "win32":
+
+    def _windows_pid_alive(pid: int) -> bool:
+        # os.kill(pid, 0) would terminate the process on Windows, so ask the kernel instead.
+        import ctypes
+
+        kernel32 = ctypes.windll.kernel32
+        process_query_limited_information = 0x1000
+        still_active = 259
+        handle = kernel32.OpenProcess(process_query_limited_information, False, pid)
+        if not handle:
+            access_denied = 5
+            return bool(kernel32.GetLastError() == access_denied)
+        try:
+            code = ctypes.c_ulong()
+            if not kernel32.GetExitCodeProcess(handle, ctypes.byref(code)):
+                return True
+            return code.value == still_active
+        finally:
+            kernel32.CloseHandle(handle)

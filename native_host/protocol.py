@@ -1,0 +1,78 @@
+"""Protocol v1 messages: the parts that the host and the client share (docs/PROTOCOL.md)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, TypeGuard
+
+from native_host.framing import frame
+
+# Error codes. A client may see others from newer hosts or from extensions; it treats them like tool_error.
+BAD_REQUEST = "bad_request"
+TOO_LARGE = "too_large"
+TIMEOUT = "timeout"
+CANCELLED = "cancelled"
+BROWSER_DISCONNECTED = "browser_disconnected"
+TOOL_ERROR = "tool_error"
+HOST_UNAVAILABLE = "host_unavailable"
+UNAUTHORIZED = "unauthorized"
+
+MAX_CLIENT_ID_CHARS = 256
+
+ClientId = int | str
+
+
+class MalformedMessage(ValueError):
+    """A frame that is not a JSON object with a string `type`."""
+
+
+def _refuse_constant(name: str) -> Any:
+    # Python reads NaN and Infinity, but they are not JSON: Chrome would reject the frame and drop the whole
+    # port, taking every other client's requests with it.
+    raise ValueError(f"{name} is not valid JSON")
+
+
+_decoder = json.JSONDecoder(parse_constant=_refuse_constant)
+
+
+def parse(payload: bytes) -> dict[str, Any]:
+    """Decode one frame strictly: valid UTF-8, standard JSON, an object with a string `type`."""
+    try:
+        # Strict UTF-8 first: json.loads(bytes) lets through surrogates encoded in UTF-8, which Chrome refuses.
+        message = _decoder.decode(payload.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise MalformedMessage(f"frame is not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
+    except ValueError as exc:
+        raise MalformedMessage(f"frame is not valid JSON ({exc})") from None
+    except RecursionError:
+        raise MalformedMessage("frame is not valid JSON (nested too deeply)") from None
+    if not isinstance(message, dict):
+        raise MalformedMessage(f"a message must be a JSON object, not {type(message).__name__}")
+    if not isinstance(message.get("type"), str):
+        raise MalformedMessage("a message needs a string `type`")
+    return message
+
+
+def dumps(obj: Any) -> bytes:
+    """Compact ASCII JSON; refuses NaN and Infinity, which are not JSON.
+
+    Compact, because Chrome's 1 MiB limit counts the serialized bytes. ASCII, because it is the fastest encoder,
+    and it cannot fail on a lone surrogate that a client smuggled in as an escape.
+    """
+    return json.dumps(obj, separators=(",", ":"), allow_nan=False).encode("ascii")
+
+
+def encode(obj: Any) -> bytes:
+    """`obj` as one complete frame."""
+    return frame(dumps(obj))
+
+
+def error_body(code: str, message: str) -> dict[str, str]:
+    return {"code": code, "message": message}
+
+
+def valid_client_id(value: object) -> TypeGuard[ClientId]:
+    """A request id is a JSON integer or a short string; booleans are ints to Python, but not ids."""
+    if type(value) is int:
+        return True
+    return type(value) is str and len(value) <= MAX_CLIENT_ID_CHARS

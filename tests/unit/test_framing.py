@@ -1,0 +1,192 @@
+"""Property tests of the frame codec (4-byte little-endian length + payload) and of strict message parsing."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import struct
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from native_host.framing import (
+    FROM_BROWSER_MAX,
+    FROM_CLIENT_MAX,
+    TO_BROWSER_MAX,
+    TO_CLIENT_MAX,
+    FrameDecoder,
+    FrameTooLarge,
+    frame,
+)
+from native_host.protocol import MalformedMessage, dumps, parse
+
+payloads = st.lists(st.binary(max_size=300), max_size=12)
+
+
+def header(size: int) -> bytes:
+    return struct.pack("<I", size)
+
+
+def stream_of(frames: list[bytes]) -> bytes:
+    return b"".join(header(len(f)) + f for f in frames)
+
+
+def cut(data: bytes, points: list[int]) -> list[bytes]:
+    """`data` split at the given offsets (duplicates and out-of-range offsets are fine)."""
+    bounds = sorted({0, len(data), *(min(p, len(data)) for p in points)})
+    return [data[a:b] for a, b in itertools.pairwise(bounds)]
+
+
+def reference(data: bytes, limit: int) -> tuple[list[bytes], int]:
+    """The frames a stream holds and how many bytes trail them, read the obvious way; raises at a bad header."""
+    frames, at = [], 0
+    while len(data) - at >= 4:
+        (size,) = struct.unpack_from("<I", data, at)
+        if size > limit:
+            raise FrameTooLarge(size, limit)
+        if at + 4 + size > len(data):
+            break
+        frames.append(data[at + 4 : at + 4 + size])
+        at += 4 + size
+    return frames, len(data) - at
+
+
+def feed_all(decoder: FrameDecoder, pieces: list[bytes]) -> list[bytes]:
+    out: list[bytes] = []
+    for piece in pieces:
+        out += decoder.feed(piece)
+    return out
+
+
+@given(payloads, st.lists(st.integers(min_value=0, max_value=4000), max_size=40))
+def test_frames_survive_any_split(frames: list[bytes], points: list[int]) -> None:
+    decoder = FrameDecoder(1000)
+    assert feed_all(decoder, cut(stream_of(frames), points)) == frames
+    assert decoder.buffered == 0
+
+
+@given(payloads)
+def test_coalesced_and_byte_by_byte_reads_agree(frames: list[bytes]) -> None:
+    data = stream_of(frames)
+    assert FrameDecoder(1000).feed(data) == frames
+    assert feed_all(FrameDecoder(1000), [data[i : i + 1] for i in range(len(data))]) == frames
+
+
+@given(payloads, st.data())
+def test_truncated_stream_yields_the_complete_frames_and_the_rest(frames: list[bytes], data: st.DataObject) -> None:
+    stream = stream_of(frames)
+    end = data.draw(st.integers(min_value=0, max_value=len(stream)))
+    decoder = FrameDecoder(1000)
+    got = feed_all(decoder, cut(stream[:end], data.draw(st.lists(st.integers(0, end), max_size=10))))
+    expected, trailing = reference(stream[:end], 1000)
+    assert got == expected == frames[: len(expected)]
+    assert decoder.buffered == trailing
+    # The rest of the stream completes it exactly.
+    assert got + decoder.feed(stream[end:]) == frames
+
+
+@settings(max_examples=300)
+@given(st.binary(max_size=600), st.integers(min_value=0, max_value=300),
+       st.lists(st.integers(min_value=0, max_value=600), max_size=20))
+def test_garbage_decodes_like_the_reference_or_is_refused(data: bytes, limit: int, points: list[int]) -> None:
+    decoder = FrameDecoder(limit)
+    try:
+        expected, trailing = reference(data, limit)
+    except FrameTooLarge as refused:
+        with pytest.raises(FrameTooLarge) as raised:
+            feed_all(decoder, cut(data, points))
+        assert (raised.value.size, raised.value.limit) == (refused.size, refused.limit)
+        return
+    assert feed_all(decoder, cut(data, points)) == expected
+    assert decoder.buffered == trailing
+    assert all(len(f) <= limit for f in expected)
+
+
+@pytest.mark.parametrize("limit", [0, 1, 4, 1000])
+def test_length_edges(limit: int) -> None:
+    exactly = b"a" * limit
+    decoder = FrameDecoder(limit)
+    assert decoder.feed(header(limit) + exactly) == [exactly]
+    assert decoder.feed(header(0)) == [b""]  # an empty frame is a frame (its payload is then not JSON)
+    with pytest.raises(FrameTooLarge) as raised:
+        FrameDecoder(limit).feed(header(limit + 1))
+    assert raised.value.size == limit + 1
+
+
+@pytest.mark.parametrize("limit", [TO_BROWSER_MAX, FROM_BROWSER_MAX, FROM_CLIENT_MAX, TO_CLIENT_MAX, 2**32 - 1])
+def test_real_limits_are_checked_on_the_header_alone(limit: int) -> None:
+    """A peer announcing too much is refused before it sends (or we buffer) a byte of the body."""
+    at_limit = FrameDecoder(limit)
+    assert at_limit.feed(header(limit) + b"{") == []
+    assert at_limit.buffered == 5
+    if limit < 2**32 - 1:
+        with pytest.raises(FrameTooLarge):
+            FrameDecoder(limit).feed(header(limit + 1))
+
+
+@pytest.mark.parametrize("split", [1, 2, 3])
+def test_header_split_inside_its_four_bytes(split: int) -> None:
+    data = header(3) + b"abc"
+    decoder = FrameDecoder(10)
+    assert decoder.feed(data[:split]) == []
+    assert decoder.feed(data[split:]) == [b"abc"]
+
+
+def test_header_is_little_endian() -> None:
+    assert FrameDecoder(1 << 20).feed(b"\x02\x00\x00\x00hi") == [b"hi"]
+    with pytest.raises(FrameTooLarge):
+        FrameDecoder(1 << 20).feed(b"\x00\x00\x00\x02")  # 32 MiB if read little-endian
+
+
+@given(st.lists(st.binary(max_size=50), max_size=5))
+def test_frame_joins_its_parts_under_one_header(parts: list[bytes]) -> None:
+    body = b"".join(parts)
+    assert frame(*parts) == header(len(body)) + body
+    assert frame(*(memoryview(p) for p in parts)) == header(len(body)) + body
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@given(st.dictionaries(st.text(), json_values, max_size=5), st.text())
+def test_parse_reads_back_what_dumps_wrote(fields: dict[str, object], kind: str) -> None:
+    message = {**fields, "type": kind}
+    assert parse(dumps(message)) == message
+    assert dumps(message).isascii()
+
+
+@given(st.binary(max_size=200))
+def test_parse_refuses_garbage_with_one_exception_type(data: bytes) -> None:
+    try:
+        message = parse(data)
+    except MalformedMessage:
+        return
+    assert isinstance(message, dict) and isinstance(message["type"], str)
+
+
+@pytest.mark.parametrize(("payload", "why"), [
+    (b"", "not valid JSON"),
+    (b'{"type":"request"', "not valid JSON"),
+    (b'{"type":"x","n":NaN}', "NaN"),
+    (b'{"type":"x","n":-Infinity}', "Infinity"),
+    (b'{"type":"x","s":"\xed\xa0\x80"}', "UTF-8"),  # a UTF-8-encoded surrogate
+    (b'{"type":"x","s":"\xff"}', "UTF-8"),
+    (b"[1,2]", "JSON object"),
+    (b'{"id":1}', "string `type`"),
+    (b'{"type":7}', "string `type`"),
+    (b'{"type":"x","deep":' + b"[" * 100_000 + b"]" * 100_000 + b"}", "nested"),
+])
+def test_parse_names_what_is_wrong(payload: bytes, why: str) -> None:
+    with pytest.raises(MalformedMessage, match=why):
+        parse(payload)
+
+
+def test_dumps_refuses_nan_rather_than_write_invalid_json() -> None:
+    with pytest.raises(ValueError):
+        dumps({"type": "x", "n": float("nan")})
+    assert json.loads(dumps({"type": "x", "s": "é\ud800"})) == {"type": "x", "s": "é\ud800"}
