@@ -235,6 +235,40 @@ async function inPage(tab, func, args, world = 'ISOLATED') {
   return outcome.value;
 }
 
+// Injected by inPage (so it must not use anything outside itself): find the element `sel` selects, then
+// click it ('click'), or type `text` into it ('type'), replacing its content when `replace`.
+function actOnElement(sel, action, text, replace) {
+  let el;
+  try {
+    el = document.querySelector(sel);
+  } catch (e) {
+    return {ok: false, error: `invalid CSS selector ${JSON.stringify(sel)}: ${e.message}`};
+  }
+  if (!el) return {ok: false, error: `no element matches ${JSON.stringify(sel)} on ${location.href}`};
+  if (action === 'click') {
+    el.scrollIntoView({block: 'center'});
+    el.click();
+    return {ok: true, value: {tag: el.tagName.toLowerCase(), text: (el.innerText || el.value || '').slice(0, 200)}};
+  }
+  el.focus();
+  if (el instanceof HTMLInputElement || el instanceof HTMLTextAreaElement) {
+    // Set through the prototype's setter so frameworks that wrap `value` (React) see the change.
+    const proto = el instanceof HTMLInputElement ? HTMLInputElement.prototype : HTMLTextAreaElement.prototype;
+    const setter = Object.getOwnPropertyDescriptor(proto, 'value').set;
+    setter.call(el, replace ? text : el.value + text);
+    el.dispatchEvent(new Event('input', {bubbles: true}));
+    el.dispatchEvent(new Event('change', {bubbles: true}));
+    return {ok: true, value: el.value};
+  }
+  if (el.isContentEditable) {
+    if (replace) document.execCommand('selectAll');
+    document.execCommand('insertText', false, text);
+    return {ok: true, value: el.innerText};
+  }
+  return {ok: false, error: `${JSON.stringify(sel)} matches a <${el.tagName.toLowerCase()}>, ` +
+    'which is not an input, textarea or contenteditable element'};
+}
+
 function describeTab(tab) {
   return {id: tab.id, windowId: tab.windowId, active: tab.active, title: tab.title || '', url: tab.url || '',
           status: tab.status || ''};
@@ -349,18 +383,7 @@ const TOOLS = {
   async click(args) {
     const selector = requireString(args, 'selector');
     const tab = await resolveTab(args.tabId);
-    const clicked = await inPage(tab, (sel) => {
-      let el;
-      try {
-        el = document.querySelector(sel);
-      } catch (e) {
-        return {ok: false, error: `invalid CSS selector ${JSON.stringify(sel)}: ${e.message}`};
-      }
-      if (!el) return {ok: false, error: `no element matches ${JSON.stringify(sel)} on ${location.href}`};
-      el.scrollIntoView({block: 'center'});
-      el.click();
-      return {ok: true, value: {tag: el.tagName.toLowerCase(), text: (el.innerText || el.value || '').slice(0, 200)}};
-    }, [selector]);
+    const clicked = await inPage(tab, actOnElement, [selector, 'click']);
     return {tabId: tab.id, selector, ...clicked};
   },
 
@@ -369,32 +392,7 @@ const TOOLS = {
     if (typeof args.text !== 'string') throw new ToolError("'text' must be a string");
     const clear = args.clear !== false;
     const tab = await resolveTab(args.tabId);
-    const value = await inPage(tab, (sel, text, replace) => {
-      let el;
-      try {
-        el = document.querySelector(sel);
-      } catch (e) {
-        return {ok: false, error: `invalid CSS selector ${JSON.stringify(sel)}: ${e.message}`};
-      }
-      if (!el) return {ok: false, error: `no element matches ${JSON.stringify(sel)} on ${location.href}`};
-      el.focus();
-      if (el instanceof HTMLInputElement || el instanceof HTMLTextAreaElement) {
-        // Set through the prototype's setter so frameworks that wrap `value` (React) see the change.
-        const proto = el instanceof HTMLInputElement ? HTMLInputElement.prototype : HTMLTextAreaElement.prototype;
-        const setter = Object.getOwnPropertyDescriptor(proto, 'value').set;
-        setter.call(el, replace ? text : el.value + text);
-        el.dispatchEvent(new Event('input', {bubbles: true}));
-        el.dispatchEvent(new Event('change', {bubbles: true}));
-        return {ok: true, value: el.value};
-      }
-      if (el.isContentEditable) {
-        if (replace) document.execCommand('selectAll');
-        document.execCommand('insertText', false, text);
-        return {ok: true, value: el.innerText};
-      }
-      return {ok: false, error: `${JSON.stringify(sel)} matches a <${el.tagName.toLowerCase()}>, ` +
-        'which is not an input, textarea or contenteditable element'};
-    }, [selector, args.text, clear]);
+    const value = await inPage(tab, actOnElement, [selector, 'type', args.text, clear]);
     return {tabId: tab.id, selector, value};
   },
 

@@ -20,6 +20,7 @@ from mcp.server.lowlevel.server import NotificationOptions, Server
 from mcp.server.session import ServerSession
 
 from mcp_bridge import __version__
+from mcp_bridge.early_initialize import BRIDGE
 from mcp_bridge.gate import Caller, Gate
 from mcp_bridge.keys import Rejected
 from mcp_bridge.pathpolicy import PathPolicy
@@ -80,10 +81,9 @@ class BridgeServer:
         self._roots_stale = True
         self._sources_settled = False
         self.lowlevel: Server[Any] = Server(
-            "compass-bridge",
-            version=__version__,
-            instructions="Tools for the user's files (inside the allowed roots), browser and Compass data. "
-            "Call bridge_status to see what this key may do and what is connected.",
+            BRIDGE.name,
+            version=BRIDGE.version,
+            instructions=BRIDGE.instructions,
             on_list_tools=self._list_tools,
             on_call_tool=self._call_tool,
             on_list_resources=self._list_resources,

@@ -1,4 +1,5 @@
-"""Shared fixtures: an isolated state home per test, and the rule for end-to-end prerequisites."""
+"""Shared fixtures: an isolated state home per test, a Compass contract server, and the rule for end-to-end
+prerequisites."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.compass_server import CompassContractServer
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 REPO = Path(__file__).resolve().parent.parent
@@ -51,3 +54,11 @@ def bridge_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pat
     for var in ("COMPASS_BRIDGE_KEY", "COMPASS_URL", "COMPASS_API_KEY"):
         monkeypatch.delenv(var, raising=False)
     yield home
+
+
+@pytest.fixture
+def compass() -> Iterator[CompassContractServer]:
+    """The Compass contract server on loopback, for one test."""
+    server = CompassContractServer().start()
+    yield server
+    server.stop()

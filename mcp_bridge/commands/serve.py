@@ -24,19 +24,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    # Imported here, not at module level: `compass-bridge keys ...` should not pay for the MCP SDK.
-    import anyio
-    from mcp.server.stdio import stdio_server
-
+    # Only light imports until the client's `initialize` is answered (see early_initialize); the MCP SDK
+    # alone takes ~0.5 s to import.
     from mcp_bridge import logs
     from mcp_bridge.config import ConfigError, load_config
-    from mcp_bridge.gate import Gate
-    from mcp_bridge.keys import KeyStore
+    from mcp_bridge.early_initialize import BRIDGE, answer_first_message
     from mcp_bridge.pathpolicy import PathPolicy, RootError
     from mcp_bridge.paths import state_paths
-    from mcp_bridge.server import BridgeServer
-    from mcp_bridge.sources import build_sources
-    from mcp_bridge.usage import UsageLog
 
     paths = state_paths().ensure()
     try:
@@ -46,20 +40,34 @@ def run(args: argparse.Namespace) -> int:
         print(f"compass-bridge serve: {exc}", file=sys.stderr)
         return 2
     logs.configure(paths.log_dir, "serve")
+    if sys.stdin.isatty():
+        # A person ran it by hand: say what it is waiting for rather than sit there silently.
+        print("compass-bridge serve: MCP server on stdin/stdout, waiting for an MCP client (Claude Code "
+              "starts it for you: see README). Roots: " + ", ".join(str(r) for r in policy.roots)
+              + ". Ctrl-D stops it.", file=sys.stderr)
+    first = answer_first_message(BRIDGE)
+    if not first.line:
+        return 0  # the client went away before saying anything
+
+    import anyio
+    from mcp.server.stdio import stdio_server
+
+    from mcp_bridge.early_initialize import replayed
+    from mcp_bridge.gate import Gate
+    from mcp_bridge.keys import KeyStore
+    from mcp_bridge.server import BridgeServer
+    from mcp_bridge.sources import build_sources
+    from mcp_bridge.usage import UsageLog
+
     keys = KeyStore.open(paths)
     usage = UsageLog(paths.database)
     key = os.environ.get(KEY_ENV, "").strip() or None
     server = BridgeServer(Gate(keys, key, config.default_scopes), usage, policy,
                           build_sources(paths, config, policy))
 
-    if sys.stdin.isatty():
-        # A person ran it by hand: say what it is waiting for rather than sit there silently.
-        print("compass-bridge serve: MCP server on stdin/stdout, waiting for an MCP client (Claude Code "
-              "starts it for you: see README). Roots: " + ", ".join(str(r) for r in policy.roots)
-              + ". Ctrl-D stops it.", file=sys.stderr)
-
     async def main() -> None:
-        async with stdio_server() as (read_stream, write_stream):
+        async with stdio_server() as (stdin_stream, stdout_stream), \
+                replayed(first, stdin_stream, stdout_stream) as (read_stream, write_stream):
             await server.serve(read_stream, write_stream)
 
     try:

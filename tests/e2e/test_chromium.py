@@ -9,19 +9,14 @@ the protocol-level behaviour of the extension's tools.
 from __future__ import annotations
 
 import base64
-import http.server
 import json
 import os
-import shutil
 import signal
 import struct
-import subprocess
 import sys
-import tempfile
 import threading
-import time
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager, suppress
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,16 +26,14 @@ import mcp_types as types
 import pytest
 
 from mcp_bridge.extension_id import REFERENCE_EXTENSION_ID
-from native_host.client import HostAddress, HostClient, RelayError, discover_hosts
-from tests.conftest import REPO, chromium, require
-from tests.support.bridge import bridge_client, create_key, text_of
+from native_host.client import HostAddress, HostClient, RelayError
+from tests.support.bridge import bridge_client, create_key, text_of, tool_names, wait_for_tool
 from tests.support.browser_fakes import until
+from tests.support.chromium import LIMIT_S, Chromium, QuietHandler, headless_chromium, serve_http
 
 pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
 
 HOST_NAME = "com.compass_bridge.host"
-# The first launch of a fresh profile plus the host's start-up; generous so a loaded CI machine does not flake.
-STARTUP_LIMIT_S = 60.0
 
 PAGES = {
     "/": "<title>Start page</title><h1>Heliotrope</h1><p>The secret word is lavender.</p>",
@@ -58,7 +51,7 @@ PAGES = {
 }
 
 
-class _Pages(http.server.BaseHTTPRequestHandler):
+class _Pages(QuietHandler):
     release_slow: threading.Event
 
     def do_GET(self) -> None:
@@ -68,29 +61,17 @@ class _Pages(http.server.BaseHTTPRequestHandler):
         if body is None:
             self.send_error(404)
             return
-        data = f"<!doctype html><html><body>{body}</body></html>".encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "text/html; charset=utf-8")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        return None
+        self.send_html(f"<!doctype html><html><body>{body}</body></html>".encode())
 
 
 @dataclass
 class Browser:
     home: Path
     base_url: str
-    process: subprocess.Popen[bytes]
-
-    @property
-    def run_dir(self) -> Path:
-        return self.home / "run"
+    chromium: Chromium
 
     def hosts(self) -> list[HostAddress]:
-        return discover_hosts(self.run_dir)
+        return self.chromium.hosts()
 
 
 def _launcher(path: Path, home: Path) -> None:
@@ -99,35 +80,8 @@ def _launcher(path: Path, home: Path) -> None:
     path.chmod(0o755)
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    """Stop Chromium and everything it started: its own process group only (start_new_session)."""
-    with suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(10)
-    except subprocess.TimeoutExpired:
-        with suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
 @pytest.fixture
 def browser(tmp_path: Path, bridge_home: Path) -> Iterator[Browser]:
-    binary = chromium()
-    require(binary is not None, "Chromium",
-            "install it (`apt-get install -y chromium`) or point CHROMIUM at a Chromium/Chrome binary")
-    assert binary is not None
-
-    extension = tmp_path / "extension"
-    shutil.copytree(REPO / "extension", extension)
     profile = tmp_path / "profile"
     (profile / "NativeMessagingHosts").mkdir(parents=True)
     launcher = tmp_path / "host-launcher.sh"
@@ -139,57 +93,12 @@ def browser(tmp_path: Path, bridge_home: Path) -> Iterator[Browser]:
 
     release_slow = threading.Event()
     handler = type("Pages", (_Pages,), {"release_slow": release_slow})
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    base_url = f"http://127.0.0.1:{server.server_address[1]}"
-
-    env = dict(os.environ)
-    for var in ("XDG_CONFIG_HOME", "XDG_CACHE_HOME", "XDG_DATA_HOME", "XDG_RUNTIME_DIR"):
-        env[var] = str(tmp_path / var.lower())
-        Path(env[var]).mkdir(mode=0o700)
-    # Chromium puts its singleton socket under TMPDIR, and a Unix socket path may not exceed 107 bytes:
-    # pytest's tmp_path is too deep for it, so this one folder lives directly in the system temp dir.
-    scratch = Path(tempfile.mkdtemp(prefix="cb-e2e-"))
-    env["TMPDIR"] = str(scratch)
-    log = (tmp_path / "chromium.log").open("wb")
-    process = subprocess.Popen(
-        [str(binary), "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--no-default-browser-check", "--disable-background-networking", "--disable-component-update",
-         "--disable-sync", f"--user-data-dir={profile}", f"--load-extension={extension}",
-         f"--disable-extensions-except={extension}", f"{base_url}/"],
-        stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    started = Browser(bridge_home, base_url, process)
-    seen_hosts: set[int] = set()
-
-    def host_started() -> bool:
-        if process.poll() is not None:
-            raise AssertionError(f"Chromium exited with {process.returncode} before it started the native host; "
-                                 f"see {tmp_path / 'chromium.log'}")
-        seen_hosts.update(h.pid for h in started.hosts())
-        return bool(seen_hosts)
-
-    try:
-        _wait(host_started, "the extension to start the native host")
-        yield started
-        seen_hosts.update(h.pid for h in started.hosts())
-    finally:
-        _stop(process)
-        release_slow.set()
-        server.shutdown()
-        server.server_close()
-        log.close()
-        shutil.rmtree(scratch, ignore_errors=True)
-        # The host exits when the browser closes its stdin; make sure none outlives the test.
-        _wait(lambda: not any(_pid_alive(pid) for pid in seen_hosts), "the native hosts to exit")
-
-
-def _wait(condition: Callable[[], bool], what: str) -> None:
-    """Poll for something another process does; the limit only turns a hang into a failure."""
-    deadline = time.monotonic() + STARTUP_LIMIT_S
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up waiting {STARTUP_LIMIT_S:g} s for {what}")
-        time.sleep(0.05)
+    with serve_http(handler) as base_url:
+        try:
+            with headless_chromium(profile, f"{base_url}/", bridge_home / "run", tmp_path) as chromium:
+                yield Browser(bridge_home, base_url, chromium)
+        finally:
+            release_slow.set()
 
 
 @asynccontextmanager
@@ -217,8 +126,8 @@ def _png_size(data: bytes) -> tuple[int, int]:
 async def test_an_agent_reads_the_page_and_takes_a_screenshot(browser: Browser) -> None:
     key = create_key(browser.home, "e2e-reader", "read")["key"]
     async with bridge_client(browser.home, key=key) as client:
-        await _wait_for_tool(client, "browser_get_page_text")
-        names = {t.name for t in (await client.list_tools()).tools}
+        await wait_for_tool(client, "browser_get_page_text", LIMIT_S)
+        names = await tool_names(client)
         # A read key sees the read tools of the extension's catalog and none of the others.
         assert {"browser_tabs_list", "browser_get_page_text", "browser_screenshot"} <= names
         assert not names & {"browser_click", "browser_type_text", "browser_navigate", "browser_evaluate"}
@@ -242,7 +151,7 @@ async def test_an_agent_reads_the_page_and_takes_a_screenshot(browser: Browser) 
 async def test_two_agents_at_once_each_get_their_own_results(browser: Browser) -> None:
     key = create_key(browser.home, "e2e-writer", "read,write")["key"]
     async with bridge_client(browser.home, key=key) as first, bridge_client(browser.home, key=key) as second:
-        await _wait_for_tool(first, "browser_navigate")
+        await wait_for_tool(first, "browser_navigate", LIMIT_S)
         opened = await first.call_tool("browser_navigate", {"url": f"{browser.base_url}/other", "newTab": True})
         assert not opened.is_error, text_of(opened)
         other_tab = json.loads(text_of(opened))["id"]
@@ -268,27 +177,20 @@ async def test_the_extension_reconnects_after_the_host_exits(browser: Browser) -
     [old] = browser.hosts()
     key = create_key(browser.home, "e2e-reconnect", "read")["key"]
     async with bridge_client(browser.home, key=key) as client:
-        await _wait_for_tool(client, "browser_get_page_text")
+        await wait_for_tool(client, "browser_get_page_text", LIMIT_S)
         assert not (await client.call_tool("browser_get_page_text", {})).is_error
 
         os.kill(old.pid, signal.SIGKILL)
-        await until(lambda: any(h.pid != old.pid for h in browser.hosts()), limit_s=STARTUP_LIMIT_S)
+        await until(lambda: any(h.pid != old.pid for h in browser.hosts()), limit_s=LIMIT_S)
 
         async def answered() -> bool:
             result = await client.call_tool("browser_get_page_text", {})
             return not result.is_error and "lavender" in text_of(result)
 
         # The server notices the new host on its own (rescan) or when a call finds none.
-        with anyio.fail_after(STARTUP_LIMIT_S):
+        with anyio.fail_after(LIMIT_S):
             while not await answered():
                 await anyio.sleep(0.2)
-
-
-async def _wait_for_tool(client: Any, name: str) -> None:
-    """Browser tools appear once the server has connected to the host (tools/list_changed)."""
-    with anyio.fail_after(STARTUP_LIMIT_S):
-        while name not in {t.name for t in (await client.list_tools()).tools}:
-            await anyio.sleep(0.1)
 
 
 # -- the extension's tools, straight through the host -----------------------------------------------

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,13 +15,6 @@ from tests.support.claude_code import agent_turn, claude_env
 from tests.support.scripted_model import ScriptedModel
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture
-def compass() -> Iterator[CompassContractServer]:
-    server = CompassContractServer().start()
-    yield server
-    server.stop()
 
 
 def test_claude_code_queries_compass_through_the_bridge(tmp_path: Path, bridge_home: Path,

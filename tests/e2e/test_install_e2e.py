@@ -10,48 +10,30 @@
 
 from __future__ import annotations
 
-import http.server
 import json
 import os
-import shutil
-import signal
 import subprocess
 import sys
-import tempfile
-import threading
-import time
-from collections.abc import Callable, Iterator
-from contextlib import suppress
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import anyio
 import pytest
 
 from mcp_bridge.install import HOST_NAME, manifests
-from native_host.client import discover_hosts
-from tests.conftest import REPO, chromium, require
-from tests.support.bridge import bridge_client, create_key, text_of
+from tests.conftest import REPO
+from tests.support.bridge import bridge_client, create_key, text_of, wait_for_tool
+from tests.support.chromium import LIMIT_S, QuietHandler, headless_chromium, serve_http
 from tests.support.claude_code import claude_binary, claude_env, run_claude
 
 pytestmark = pytest.mark.e2e
 
 REF = manifests.origin(manifests.reference_extension_id())
-LIMIT_S = 60.0
-"""Only turns a hang into a failure: a fresh profile's first start plus the host's, on a loaded machine."""
 PAGE = b"<!doctype html><title>Install e2e</title><p>The password is periwinkle.</p>"
 
 
 def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "mcp_bridge", *args], env=env, capture_output=True, text=True)
-
-
-def _wait(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + LIMIT_S
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up waiting {LIMIT_S:g} s for {what}")
-        time.sleep(0.05)
 
 
 def _failures(report: dict[str, Any]) -> dict[str, str]:
@@ -61,43 +43,20 @@ def _failures(report: dict[str, Any]) -> dict[str, str]:
 # --- (a) a real Chromium -------------------------------------------------------------------------------
 
 
-class _Page(http.server.BaseHTTPRequestHandler):
+class _Page(QuietHandler):
     def do_GET(self) -> None:
-        self.send_response(200)
-        self.send_header("Content-Type", "text/html; charset=utf-8")
-        self.send_header("Content-Length", str(len(PAGE)))
-        self.end_headers()
-        self.wfile.write(PAGE)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        return None
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
+        self.send_html(PAGE)
 
 
 @pytest.fixture
 def page_url() -> Iterator[str]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Page)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serve_http(_Page) as base_url:
+        yield f"{base_url}/"
 
 
 @pytest.mark.anyio
 async def test_installed_chromium_starts_the_host_and_an_agent_calls_a_tool(
         tmp_path: Path, bridge_home: Path, page_url: str) -> None:
-    binary = chromium()
-    require(binary is not None, "Chromium", "install it (`apt-get install -y chromium`) or set CHROMIUM")
-    assert binary is not None
     profile = tmp_path / "profile"
     env = {**os.environ, "HOME": str(tmp_path / "home"), "COMPASS_BRIDGE_HOME": str(bridge_home)}
 
@@ -105,39 +64,14 @@ async def test_installed_chromium_starts_the_host_and_an_agent_calls_a_tool(
     assert installed.returncode == 0, installed.stdout + installed.stderr
     assert f"manifest {profile}/NativeMessagingHosts/{HOST_NAME}.json — created" in installed.stdout
 
-    extension = tmp_path / "extension"
-    shutil.copytree(REPO / "extension", extension)
-    browser_env = dict(os.environ)
-    browser_env.pop("COMPASS_BRIDGE_HOME", None)  # a browser does not have it: the launcher must supply it
-    for var in ("XDG_CONFIG_HOME", "XDG_CACHE_HOME", "XDG_DATA_HOME"):
-        browser_env[var] = str(tmp_path / var.lower())
-    # Chromium's singleton socket lives under TMPDIR and a socket path may not exceed 107 bytes.
-    scratch = Path(tempfile.mkdtemp(prefix="cb-install-"))
-    browser_env["TMPDIR"] = str(scratch)
-    log = (tmp_path / "chromium.log").open("wb")
-    process = subprocess.Popen(
-        [str(binary), "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--no-default-browser-check", "--disable-background-networking", "--disable-component-update",
-         "--disable-sync", f"--user-data-dir={profile}", f"--load-extension={extension}",
-         f"--disable-extensions-except={extension}", page_url],
-        stdout=log, stderr=subprocess.STDOUT, env=browser_env, start_new_session=True)
-    hosts: set[int] = set()
-    try:
-        def host_running() -> bool:
-            assert process.poll() is None, f"Chromium exited early; see {tmp_path / 'chromium.log'}"
-            hosts.update(h.pid for h in discover_hosts(bridge_home / "run"))
-            return bool(hosts)
-
-        _wait(host_running, "Chromium to start the native host")
+    with headless_chromium(profile, page_url, bridge_home / "run", tmp_path) as browser:
         # The browser started the host through the installed launcher, with the extension's origin.
         launches = (bridge_home / "logs" / "native-host-launch.log").read_text()
-        assert f"launch pid={min(hosts)} {REF}" in launches
+        assert f"launch pid={min(browser.host_pids)} {REF}" in launches
 
         key = create_key(bridge_home, "install-e2e", "read")["key"]
         async with bridge_client(bridge_home, key=key) as client:
-            with anyio.fail_after(LIMIT_S):
-                while "browser_get_page_text" not in {t.name for t in (await client.list_tools()).tools}:
-                    await anyio.sleep(0.1)
+            await wait_for_tool(client, "browser_get_page_text", LIMIT_S)
             result = await client.call_tool("browser_get_page_text", {})
         assert not result.is_error, text_of(result)
         assert "The password is periwinkle." in json.loads(text_of(result))["text"]
@@ -148,18 +82,6 @@ async def test_installed_chromium_starts_the_host_and_an_agent_calls_a_tool(
         assert _failures(report) == {} and doctor.returncode == 0, doctor.stdout
         live = [c for c in report["checks"] if c["area"].startswith("live host pid")]
         assert live and all(c["status"] == "ok" and "compass-bridge" in c["detail"] for c in live), live
-    finally:
-        with suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            with suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-        log.close()
-        shutil.rmtree(scratch, ignore_errors=True)
-        _wait(lambda: not any(_pid_alive(pid) for pid in hosts), "the native host to exit with the browser")
 
     removed = _cli(env, "uninstall", "--profile-dir", str(profile))
     assert removed.returncode == 0, removed.stdout + removed.stderr

@@ -12,7 +12,7 @@ import os
 import stat
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ from mcp_bridge.scopes import Scope
 from mcp_bridge.tools.base import CallContext, Tool, ToolFailure, ToolOutput
 from tests.compass_server import REGISTER, TOOL_SCOPES, CompassContractServer
 from tests.support.bridge import cli
+from tests.support.events import Occurrences
 
 pytestmark = pytest.mark.anyio
 
@@ -39,13 +40,6 @@ GUARD_S = 20  # a hang guard only: every wait below ends on an event or a state 
 FAST = CompassSettings(connect_timeout_s=2.0, timeout_s=2.0)
 # So that retries happen within a test; the defaults are 1 s, doubling up to 60 s.
 QUICK_RETRIES = {"retry_initial_s": 0.02, "retry_max_s": 0.1}
-
-
-@pytest.fixture
-def compass() -> Iterator[CompassContractServer]:
-    server = CompassContractServer().start()
-    yield server
-    server.stop()
 
 
 def new_key(compass: CompassContractServer, scopes: str = "write", role: str = "admin") -> str:
@@ -59,22 +53,6 @@ def make_source(compass: CompassContractServer, key: str, tmp_path: Path,
                                           **QUICK_RETRIES)
 
 
-class Changes:
-    def __init__(self, source: CompassSource) -> None:
-        self.count = 0
-        self._event = anyio.Event()
-        source.subscribe(self._changed)
-
-    def _changed(self) -> None:
-        self.count += 1
-        self._event.set()
-
-    async def next(self) -> None:
-        with anyio.fail_after(GUARD_S):
-            await self._event.wait()
-        self._event = anyio.Event()
-
-
 async def until(condition: Callable[[], bool]) -> None:
     with anyio.fail_after(GUARD_S):
         while not condition():
@@ -82,8 +60,10 @@ async def until(condition: Callable[[], bool]) -> None:
 
 
 @asynccontextmanager
-async def running(source: CompassSource, *, registered: bool = True) -> AsyncIterator[Changes]:
-    changes = Changes(source)
+async def running(source: CompassSource, *, registered: bool = True) -> AsyncIterator[Occurrences]:
+    """Run `source`, counting its changes (the first is registration, awaited unless `registered=False`)."""
+    changes = Occurrences(GUARD_S)
+    source.subscribe(changes.note)
     async with anyio.create_task_group() as tg:
         tg.start_soon(source.run)
         if registered:

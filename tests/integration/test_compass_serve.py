@@ -8,9 +8,8 @@ The server reads COMPASS_URL / COMPASS_API_KEY itself; the Compass tools arrive 
 from __future__ import annotations
 
 import json
-import sqlite3
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -20,8 +19,9 @@ import mcp_types as types
 import pytest
 from mcp import Client, StdioServerParameters
 
-from tests.compass_server import CompassContractServer
-from tests.support.bridge import create_key, text_of
+from tests.compass_server import CompassContractServer, User
+from tests.support.bridge import create_key, text_of, tool_names, usage_rows
+from tests.support.events import Occurrences
 
 pytestmark = pytest.mark.anyio
 
@@ -30,34 +30,30 @@ COMPASS_WRITE = COMPASS_READ | {"rememberContext", "setTheme"}
 GUARD_S = 30  # a hang guard only; the waits end on a notification or a state change
 
 
-@pytest.fixture
-def compass() -> Iterator[CompassContractServer]:
-    server = CompassContractServer().start()
-    yield server
-    server.stop()
-
-
-class Notifications:
+class Notifications(Occurrences):
     """The client's message handler: counts `tools/list_changed` and lets a test wait for the next one."""
 
     def __init__(self) -> None:
-        self.tools_changed = 0
-        self._event = anyio.Event()
+        super().__init__(GUARD_S)
 
     async def __call__(self, message: Any) -> None:
         if isinstance(message, types.ToolListChangedNotification):
-            self.tools_changed += 1
-            self._event.set()
+            self.note()
 
-    async def next_tools_change(self) -> None:
-        with anyio.fail_after(GUARD_S):
-            await self._event.wait()
-        self._event = anyio.Event()
+
+def agent_keys(home: Path, compass: CompassContractServer, scopes: str, *, compass_scopes: str | None = None,
+               user: User | None = None) -> tuple[str, str]:
+    """A Compass key (for `user`, by default a new one) and a bridge key named 'agent': (compass, bridge)."""
+    compass_key = compass.create_key(user or compass.add_user("Ada Lovelace"), compass_scopes or scopes)
+    return compass_key, create_key(home, "agent", scopes)["key"]
 
 
 @asynccontextmanager
-async def serve(home: Path, compass: CompassContractServer, compass_key: str, bridge_key: str,
-                notifications: Notifications) -> AsyncIterator[Client]:
+async def serve(home: Path, compass: CompassContractServer, compass_key: str, bridge_key: str, *,
+                registered: bool = True) -> AsyncIterator[tuple[Client, Notifications]]:
+    """The server with these keys, and its `tools/list_changed` notifications; unless `registered=False`,
+    once the first of them (the Compass tools arrived) has come."""
+    notifications = Notifications()
     project = home.parent / "project"
     project.mkdir(exist_ok=True)
     # Through sh so the server's stderr lands in a file the test can search for the key.
@@ -69,15 +65,13 @@ async def serve(home: Path, compass: CompassContractServer, compass_key: str, br
     )
     async with Client(params, mode="legacy", cache=None, read_timeout_seconds=60,
                       message_handler=notifications) as client:
-        yield client
+        if registered:
+            await notifications.next()
+        yield client, notifications
 
 
 def stderr_of(home: Path) -> Path:
     return home.parent / "serve-stderr.txt"
-
-
-async def tool_names(client: Client) -> set[str]:
-    return {t.name for t in (await client.list_tools()).tools}
 
 
 async def compass_status(client: Client) -> dict[str, Any]:
@@ -85,14 +79,6 @@ async def compass_status(client: Client) -> dict[str, Any]:
     assert not result.is_error, text_of(result)
     status: dict[str, Any] = json.loads(text_of(result))["compass"]
     return status
-
-
-def usage_rows(home: Path) -> list[dict[str, Any]]:
-    conn = sqlite3.connect(home / "data" / "bridge.sqlite3")
-    conn.row_factory = sqlite3.Row
-    rows = [dict(r) for r in conn.execute("SELECT * FROM usage ORDER BY id")]
-    conn.close()
-    return rows
 
 
 @pytest.mark.parametrize(("bridge_scopes", "compass_scopes", "visible"), [
@@ -104,11 +90,9 @@ async def test_a_compass_tool_needs_its_scope_in_both_keys(bridge_home: Path, co
                                                            bridge_scopes: str, compass_scopes: str,
                                                            visible: set[str]) -> None:
     user = compass.add_user("Ada Lovelace", role="admin")
-    compass_key = compass.create_key(user, compass_scopes)
-    bridge_key = create_key(bridge_home, "agent", bridge_scopes)["key"]
-    notifications = Notifications()
-    async with serve(bridge_home, compass, compass_key, bridge_key, notifications) as client:
-        await notifications.next_tools_change()
+    compass_key, bridge_key = agent_keys(bridge_home, compass, bridge_scopes, compass_scopes=compass_scopes,
+                                         user=user)
+    async with serve(bridge_home, compass, compass_key, bridge_key) as (client, _):
         assert (await tool_names(client)) & (COMPASS_WRITE | {"installSkill"}) == visible
         query = await client.call_tool("queryData", {"queryType": "projects", "search": "kitchen"})
         set_theme = await client.call_tool("setTheme", {"themeId": "mocha"})
@@ -130,15 +114,12 @@ async def test_a_compass_tool_needs_its_scope_in_both_keys(bridge_home: Path, co
 
 async def test_a_key_revoked_while_serving_removes_the_compass_tools(bridge_home: Path,
                                                                     compass: CompassContractServer) -> None:
-    compass_key = compass.create_key(compass.add_user("Ada Lovelace"), "read")
-    bridge_key = create_key(bridge_home, "agent", "read")["key"]
-    notifications = Notifications()
-    async with serve(bridge_home, compass, compass_key, bridge_key, notifications) as client:
-        await notifications.next_tools_change()
+    compass_key, bridge_key = agent_keys(bridge_home, compass, "read")
+    async with serve(bridge_home, compass, compass_key, bridge_key) as (client, notifications):
         assert await tool_names(client) >= COMPASS_READ
         compass.revoke(compass_key)
         refused = await client.call_tool("listDashboards", {})
-        await notifications.next_tools_change()
+        await notifications.next()
         names = await tool_names(client)
         status = await compass_status(client)
         local = await client.call_tool("list_directory", {"path": "."})
@@ -147,25 +128,23 @@ async def test_a_key_revoked_while_serving_removes_the_compass_tools(bridge_home
     assert not names & COMPASS_READ and "read_file" in names
     assert status["state"] == "key rejected" and "API key revoked" in status["problem"]
     assert not local.is_error  # the local tools carry on
-    assert notifications.tools_changed == 2
+    assert notifications.count == 2
 
 
 async def test_compass_down_at_start_then_up(bridge_home: Path, compass: CompassContractServer) -> None:
-    compass_key = compass.create_key(compass.add_user("Ada Lovelace"), "read")
-    bridge_key = create_key(bridge_home, "agent", "read")["key"]
+    compass_key, bridge_key = agent_keys(bridge_home, compass, "read")
     compass.go_down()
-    notifications = Notifications()
-    async with serve(bridge_home, compass, compass_key, bridge_key, notifications) as client:
+    async with serve(bridge_home, compass, compass_key, bridge_key, registered=False) as (client, notifications):
         with anyio.fail_after(GUARD_S):
             while (status := await compass_status(client))["state"] != "unreachable":
                 await anyio.sleep(0.05)
         assert "connection refused" in status["problem"]
         names = await tool_names(client)
         assert "read_file" in names and not names & COMPASS_READ
-        assert notifications.tools_changed == 0
+        assert notifications.count == 0
 
         compass.come_up()
-        await notifications.next_tools_change()
+        await notifications.next()
         assert await tool_names(client) >= COMPASS_READ
         result = await client.call_tool("queryData", {"queryType": "customers", "limit": 2})
         status = await compass_status(client)
@@ -174,11 +153,8 @@ async def test_compass_down_at_start_then_up(bridge_home: Path, compass: Compass
 
 
 async def test_the_context_is_offered_as_resources(bridge_home: Path, compass: CompassContractServer) -> None:
-    compass_key = compass.create_key(compass.add_user("Ada Lovelace"), "read")
-    bridge_key = create_key(bridge_home, "agent", "read")["key"]
-    notifications = Notifications()
-    async with serve(bridge_home, compass, compass_key, bridge_key, notifications) as client:
-        await notifications.next_tools_change()
+    compass_key, bridge_key = agent_keys(bridge_home, compass, "read")
+    async with serve(bridge_home, compass, compass_key, bridge_key) as (client, _):
         uris = {str(r.uri) for r in (await client.list_resources()).resources}
         memories = await client.read_resource("compass://context/memories")
         status = await compass_status(client)
@@ -190,11 +166,8 @@ async def test_the_context_is_offered_as_resources(bridge_home: Path, compass: C
 
 
 async def test_the_compass_key_is_never_logged(bridge_home: Path, compass: CompassContractServer) -> None:
-    compass_key = compass.create_key(compass.add_user("Ada Lovelace"), "write")
-    bridge_key = create_key(bridge_home, "agent", "write")["key"]
-    notifications = Notifications()
-    async with serve(bridge_home, compass, compass_key, bridge_key, notifications) as client:
-        await notifications.next_tools_change()
+    compass_key, bridge_key = agent_keys(bridge_home, compass, "write")
+    async with serve(bridge_home, compass, compass_key, bridge_key) as (client, notifications):
         assert not (await client.call_tool("listThemes", {})).is_error
         await client.read_resource("compass://context/skills")
         # Failures, including a Compass that echoes the key back, go into the usage log and the server log.
@@ -204,7 +177,7 @@ async def test_the_compass_key_is_never_logged(bridge_home: Path, compass: Compa
         dropped = await client.call_tool("setTheme", {"themeId": "mocha"})
         compass.fault("status", status=401, message=f"unknown key {compass_key}", tool="listThemes")
         rejected = await client.call_tool("listThemes", {})
-        await notifications.next_tools_change()
+        await notifications.next()
         await compass_status(client)
     assert failed.is_error and dropped.is_error and rejected.is_error
     for result in (failed, dropped, rejected):

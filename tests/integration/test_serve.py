@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +10,7 @@ import anyio
 import mcp_types as types
 import pytest
 
-from tests.support.bridge import bridge_client, cli, create_key, text_of
+from tests.support.bridge import bridge_client, cli, create_key, text_of, tool_names, usage_rows
 from tests.support.processes import wait_gone
 
 pytestmark = pytest.mark.anyio
@@ -35,23 +34,11 @@ def project(tmp_path: Path) -> Path:
     return root
 
 
-def _usage_rows(home: Path) -> list[dict[str, Any]]:
-    conn = sqlite3.connect(home / "data" / "bridge.sqlite3")
-    conn.row_factory = sqlite3.Row
-    rows = [dict(r) for r in conn.execute("SELECT * FROM usage ORDER BY id")]
-    conn.close()
-    return rows
-
-
-async def _tool_names(client: Any) -> set[str]:
-    return {t.name for t in (await client.list_tools()).tools}
-
-
 @pytest.mark.parametrize(("scopes", "visible"), [("read", READ_TOOLS), ("write", WRITE_TOOLS), ("admin", ADMIN_TOOLS)])
 async def test_tools_listed_per_scope(bridge_home: Path, project: Path, scopes: str, visible: set[str]) -> None:
     key = create_key(bridge_home, f"k-{scopes}", scopes)["key"]
     async with bridge_client(bridge_home, key=key, roots=[project]) as client:
-        assert await _tool_names(client) == visible
+        assert await tool_names(client) == visible
 
 
 async def test_read_key_cannot_call_write_or_admin_tools(bridge_home: Path, project: Path) -> None:
@@ -66,7 +53,7 @@ async def test_read_key_cannot_call_write_or_admin_tools(bridge_home: Path, proj
             assert name in message and "reader" in message and "needs the" in message, message
     assert not (project / "x.txt").exists() and not (project / "pwned").exists()
     assert (project / "README.md").read_text() == "# demo\nhello\n"
-    refused = [r for r in _usage_rows(bridge_home) if r["outcome"] == "refused"]
+    refused = [r for r in usage_rows(bridge_home) if r["outcome"] == "refused"]
     assert sorted(r["tool"] for r in refused) == ["edit_file", "run_command", "write_file"]
 
 
@@ -117,7 +104,7 @@ async def test_symlink_escapes_are_refused_for_read_and_write(bridge_home: Path,
             assert "top secret" not in text_of(result)
     assert (outside / "secret.txt").read_text() == "top secret\n"
     assert not (outside / "new.txt").exists()
-    failed = [r for r in _usage_rows(bridge_home) if r["outcome"] == "failed"]
+    failed = [r for r in usage_rows(bridge_home) if r["outcome"] == "failed"]
     assert len(failed) == 7 and all(r["error"] for r in failed)
 
 
@@ -128,13 +115,13 @@ async def test_revoked_key_stops_working_in_a_running_server(bridge_home: Path, 
         cli(bridge_home, "keys", "revoke", "soon-revoked")
         result = await client.call_tool("read_file", {"path": "README.md"})
         assert result.is_error and "revoked" in text_of(result) and "keys create" in text_of(result)
-        assert await _tool_names(client) == {"bridge_status"}
+        assert await tool_names(client) == {"bridge_status"}
 
 
 @pytest.mark.parametrize("key", ["cb_" + "0" * 40, "not-a-key"])
 async def test_unknown_key_starts_but_explains_on_every_call(bridge_home: Path, project: Path, key: str) -> None:
     async with bridge_client(bridge_home, key=key, roots=[project]) as client:
-        assert await _tool_names(client) == {"bridge_status"}
+        assert await tool_names(client) == {"bridge_status"}
         for name in ("bridge_status", "read_file"):
             result = await client.call_tool(name, {"path": "README.md"})
             assert result.is_error and "COMPASS_BRIDGE_KEY" in text_of(result) and "keys create" in text_of(result)
@@ -150,9 +137,9 @@ async def test_expired_key(bridge_home: Path, project: Path) -> None:
 
 async def test_no_key_uses_default_scopes_and_logs_as_default(bridge_home: Path, project: Path) -> None:
     async with bridge_client(bridge_home, roots=[project]) as client:
-        assert await _tool_names(client) == WRITE_TOOLS  # default_scopes = read,write
+        assert await tool_names(client) == WRITE_TOOLS  # default_scopes = read,write
         assert not (await client.call_tool("list_directory", {"path": "."})).is_error
-    rows = _usage_rows(bridge_home)
+    rows = usage_rows(bridge_home)
     assert [(r["key_name"], r["tool"], r["outcome"]) for r in rows] == [("default", "list_directory", "ok")]
     assert rows[0]["duration_ms"] > 0
 
@@ -162,7 +149,7 @@ async def test_config_default_scopes_and_roots(bridge_home: Path, project: Path)
     config.mkdir(mode=0o700, exist_ok=True)
     (config / "config.toml").write_text(f'roots = ["{project}"]\ndefault_scopes = "read"\n')
     async with bridge_client(bridge_home, cwd=project.parent) as client:
-        assert await _tool_names(client) == READ_TOOLS
+        assert await tool_names(client) == READ_TOOLS
         result = await client.call_tool("read_file", {"path": "README.md"})
         assert not result.is_error and "hello" in text_of(result)
 
@@ -223,7 +210,7 @@ async def test_two_servers_share_one_store(bridge_home: Path, project: Path) -> 
     async with anyio.create_task_group() as tg:
         tg.start_soon(hammer, 1)
         tg.start_soon(hammer, 2)
-    rows = _usage_rows(bridge_home)
+    rows = usage_rows(bridge_home)
     assert len(rows) == 2 * calls_each and all(r["outcome"] == "ok" for r in rows)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Sequence
@@ -11,6 +12,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import anyio
 import mcp_types as types
 from mcp import Client, StdioServerParameters
 
@@ -54,3 +56,24 @@ def cli(home: Path, *args: str, check: bool = True) -> subprocess.CompletedProce
 
 def text_of(result: types.CallToolResult) -> str:
     return "\n".join(c.text for c in result.content if isinstance(c, types.TextContent))
+
+
+async def tool_names(client: Client) -> set[str]:
+    return {t.name for t in (await client.list_tools()).tools}
+
+
+async def wait_for_tool(client: Client, name: str, limit_s: float) -> None:
+    """Wait for a tool that the server adds later, announcing it with tools/list_changed (browser tools
+    appear once the server has connected to a host); the limit only turns a hang into a failure."""
+    with anyio.fail_after(limit_s):
+        while name not in await tool_names(client):
+            await anyio.sleep(0.1)
+
+
+def usage_rows(home: Path) -> list[dict[str, Any]]:
+    """The usage log of the bridge in `home`, oldest first."""
+    conn = sqlite3.connect(home / "data" / "bridge.sqlite3")
+    conn.row_factory = sqlite3.Row
+    rows = [dict(r) for r in conn.execute("SELECT * FROM usage ORDER BY id")]
+    conn.close()
+    return rows
