@@ -15,7 +15,7 @@ import stat
 from collections.abc import Sequence
 from pathlib import Path
 
-from mcp_bridge.tools.base import ToolFailure
+from mcp_bridge.tools.failure import ToolFailure
 
 
 class RootError(Exception):

@@ -19,6 +19,7 @@ from typing import Literal
 from mcp_bridge import store
 
 Outcome = Literal["ok", "refused", "failed"]
+_BATCH_WINDOW_S = 0.05
 
 
 @dataclass(frozen=True)
@@ -52,9 +53,12 @@ class UsageLog:
     def _write_forever(self) -> None:
         while True:
             batch = [self._queue.get()]
-            while True:  # take whatever else is already waiting: one transaction for a burst
+            # Gather what arrives within a short window: one transaction per burst of calls rather than per
+            # call keeps the writer (and its share of the GIL) off the calls' way. close() ends the window.
+            deadline = time.monotonic() + _BATCH_WINDOW_S
+            while batch[-1] is not None and (remaining := deadline - time.monotonic()) > 0:
                 try:
-                    batch.append(self._queue.get_nowait())
+                    batch.append(self._queue.get(timeout=remaining))
                 except queue.Empty:
                     break
             rows = [r for r in batch if r is not None]

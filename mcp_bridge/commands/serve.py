@@ -39,7 +39,6 @@ def run(args: argparse.Namespace) -> int:
     except (ConfigError, RootError) as exc:
         print(f"compass-bridge serve: {exc}", file=sys.stderr)
         return 2
-    logs.configure(paths.log_dir, "serve")
     if sys.stdin.isatty():
         # A person ran it by hand: say what it is waiting for rather than sit there silently.
         print("compass-bridge serve: MCP server on stdin/stdout, waiting for an MCP client (Claude Code "
@@ -48,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
     first = answer_first_message(BRIDGE)
     if not first.line:
         return 0  # the client went away before saying anything
+    logs.configure(paths.log_dir, "serve")
 
     import anyio
     from mcp.server.stdio import stdio_server

@@ -14,16 +14,10 @@ from mcp_types import ImageContent, TextContent
 from pydantic import BaseModel, ValidationError
 
 from mcp_bridge.scopes import Scope
+from mcp_bridge.tools.failure import ToolFailure as ToolFailure  # part of the tool contract
 
 Content = TextContent | ImageContent
 ArgsT = TypeVar("ArgsT", bound=BaseModel)
-
-
-class ToolFailure(Exception):
-    """The tool ran and could not do what was asked; the message is shown to the agent as is.
-
-    Say what failed, why, and what to do instead.
-    """
 
 
 @dataclass(frozen=True)
