@@ -286,7 +286,9 @@ _HOST_LEFT = ("the native host closed the connection: the browser closed it, or 
               "look for hosts again (the extension starts a new one when it reconnects)")
 
 
-class _UnixChannel(asyncio.Protocol):
+class _UnixChannel(asyncio.BufferedProtocol):
+    """A BufferedProtocol, so each read lands in the decoder's reused buffer instead of a fresh 256 KiB `bytes`."""
+
     def __init__(self, client: HostClient) -> None:
         self._client = client
         self._decoder = FrameDecoder(TO_CLIENT_MAX)
@@ -302,9 +304,12 @@ class _UnixChannel(asyncio.Protocol):
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
 
-    def data_received(self, data: bytes) -> None:
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._decoder.get_buffer()
+
+    def buffer_updated(self, nbytes: int) -> None:
         try:
-            frames = self._decoder.feed(data)
+            frames = self._decoder.buffer_updated(nbytes)
         except FrameTooLarge as exc:
             self._client._lost(HOST_UNAVAILABLE, f"the native host sent a frame of {exc.size} bytes, over the "
                                f"{exc.limit}-byte limit")

@@ -40,8 +40,7 @@ async def open_browser(host: Host, stdin_fd: int, stdout_fd: int) -> BrowserLink
         link = _PipeLink(host)
         await loop.connect_write_pipe(lambda: link, os.fdopen(stdout_fd, "wb", buffering=0))
         host.browser = link
-        stdin = os.fdopen(stdin_fd, "rb", buffering=0, closefd=False)
-        await loop.connect_read_pipe(lambda: _StdinProtocol(host), stdin)
+        _StdinReader(host, loop, stdin_fd)
         return link
     host.browser = _ThreadLink(host, loop, stdin_fd, stdout_fd)
     return host.browser
@@ -75,27 +74,66 @@ class _Frames:
         try:
             frames = self._decoder.feed(data)
         except FrameTooLarge as exc:
-            # Past a bad header there is no telling where the next frame starts.
-            self._host.browser_closed(f"it sent a frame of {exc.size} bytes, over the {exc.limit}-byte limit")
+            self._refuse(exc)
             return
+        self._deliver(frames)
+
+    def read(self, fd: int) -> int:
+        """One read of `fd` straight into the decoder's reused buffer. Bytes read: 0 at end of file."""
+        with self._decoder.get_buffer() as space:
+            nbytes = os.readv(fd, [space])
+        if nbytes:
+            try:
+                frames = self._decoder.buffer_updated(nbytes)
+            except FrameTooLarge as exc:
+                self._refuse(exc)
+            else:
+                self._deliver(frames)
+        return nbytes
+
+    def _refuse(self, exc: FrameTooLarge) -> None:
+        # Past a bad header there is no telling where the next frame starts.
+        self._host.browser_closed(f"it sent a frame of {exc.size} bytes, over the {exc.limit}-byte limit")
+
+    def _deliver(self, frames: list[bytes]) -> None:
         for payload in frames:
             self._host.browser_frame(payload)
 
 
-class _StdinProtocol(asyncio.Protocol):
-    def __init__(self, host: Host) -> None:
+class _StdinReader:
+    """stdin read by the event loop, straight into the decoder's reused buffer.
+
+    Not `loop.connect_read_pipe`: its transport reads each time into a fresh 256 KiB `bytes` (an mmap and a munmap
+    per read, ~12 µs of every round trip), and it takes no BufferedProtocol. This does what it did otherwise: a
+    non-blocking fd watched by the loop, end of file or a read error closing the browser's side.
+    """
+
+    def __init__(self, host: Host, loop: asyncio.AbstractEventLoop, fd: int) -> None:
         self._host = host
+        self._loop = loop
+        self._fd = fd
         self._frames = _Frames(host)
+        os.set_blocking(fd, False)
+        loop.add_reader(fd, self._ready)
 
-    def data_received(self, data: bytes) -> None:
-        self._frames.feed(data)
+    def _ready(self) -> None:
+        try:
+            nbytes = self._frames.read(self._fd)
+        except (BlockingIOError, InterruptedError):
+            return  # woken for nothing; the loop calls again when there is data
+        except OSError as exc:
+            self._stop(f"stdin failed: {exc}")
+            return
+        except Exception as exc:  # a bug handling a frame: like asyncio's transport, report it and stop reading
+            self._loop.call_exception_handler({"message": "Fatal error: reading stdin failed", "exception": exc})
+            self._stop(f"stdin failed: {exc}")
+            return
+        if nbytes == 0:
+            self._stop("stdin reached end of file")
 
-    def eof_received(self) -> bool:
-        self._host.browser_closed("stdin reached end of file")
-        return False
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._host.browser_closed(f"stdin failed: {exc}" if exc else "stdin closed")
+    def _stop(self, why: str) -> None:
+        self._loop.remove_reader(self._fd)
+        self._host.browser_closed(why)
 
 
 class _PipeLink(asyncio.BaseProtocol):

@@ -13,6 +13,9 @@ from hypothesis import strategies as st
 from native_host.framing import (
     FROM_BROWSER_MAX,
     FROM_CLIENT_MAX,
+    KEEP,
+    MIB,
+    READ_SIZE,
     TO_BROWSER_MAX,
     TO_CLIENT_MAX,
     FrameDecoder,
@@ -137,6 +140,53 @@ def test_header_is_little_endian() -> None:
     assert FrameDecoder(1 << 20).feed(b"\x02\x00\x00\x00hi") == [b"hi"]
     with pytest.raises(FrameTooLarge):
         FrameDecoder(1 << 20).feed(b"\x00\x00\x00\x02")  # 32 MiB if read little-endian
+
+
+def read_through(decoder: FrameDecoder, data: bytes, sizes: list[int]) -> list[bytes]:
+    """`data` read as a transport does: into `get_buffer()`, `sizes` bytes at most per read (cycled)."""
+    out: list[bytes] = []
+    at, i = 0, 0
+    while at < len(data):
+        with decoder.get_buffer() as space:
+            assert len(space) > 0
+            n = min(len(space), sizes[i % len(sizes)], len(data) - at)
+            space[:n] = data[at : at + n]
+        out += decoder.buffer_updated(n)
+        at, i = at + n, i + 1
+    return out
+
+
+@given(payloads, st.lists(st.integers(min_value=1, max_value=400), min_size=1, max_size=20))
+def test_reads_into_the_buffer_agree_with_feed(frames: list[bytes], sizes: list[int]) -> None:
+    decoder = FrameDecoder(1000)
+    assert read_through(decoder, stream_of(frames), sizes) == frames
+    assert decoder.buffered == 0
+
+
+@pytest.mark.parametrize("sizes", [[1000], [65_536], [7, READ_SIZE, 100_003], [1 << 30]])
+def test_long_frames_through_the_reused_buffer(sizes: list[int]) -> None:
+    frames = [b"a" * (READ_SIZE - 3), b"b" * 10, b"c" * (KEEP + 12_345), b"d" * (3 * MIB), b"e" * 5, b"f" * MIB]
+    decoder = FrameDecoder(FROM_BROWSER_MAX)
+    assert read_through(decoder, stream_of(frames), sizes) == frames
+    assert decoder.buffered == 0
+    with decoder.get_buffer() as space:  # the memory of the 3 MiB frame was let go
+        assert len(space) <= KEEP
+
+
+def test_a_header_alone_reserves_at_most_keep() -> None:
+    """A peer announcing a long frame and sending nothing more gets at most KEEP bytes set aside for it."""
+    decoder = FrameDecoder(FROM_BROWSER_MAX)
+    assert decoder.feed(header(FROM_BROWSER_MAX)) == []
+    with decoder.get_buffer() as space:
+        assert len(space) <= KEEP
+
+
+def test_a_frame_up_to_keep_can_arrive_in_one_read() -> None:
+    size = KEEP - 4
+    decoder = FrameDecoder(FROM_BROWSER_MAX)
+    assert decoder.feed(header(size) + b"x") == []
+    with decoder.get_buffer() as space:
+        assert len(space) >= size - 1
 
 
 @given(st.lists(st.binary(max_size=50), max_size=5))
