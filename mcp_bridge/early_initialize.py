@@ -3,9 +3,9 @@
 Importing the `mcp` SDK takes ~0.5 s, and a stdio client waits for the `initialize` answer before it does
 anything else. That answer depends only on the request and on constants of this server, so `serve` reads
 the first line itself, answers a legacy `initialize` at once, and only then imports the SDK. The request is
-then replayed into the SDK, so the session is set up exactly as if the SDK had read it, and the SDK's own
-answer is dropped — after checking it says the same thing (a mismatch is logged as an error and the test
-suite fails on it).
+then replayed into the SDK (by `mcp_bridge.stdio_transport`), so the session is set up exactly as if the
+SDK had read it, and the SDK's own answer is dropped — after checking it says the same thing (a mismatch is
+logged as an error and the test suite fails on it).
 
 Everything else — a first message that is not `initialize`, or one this module is unsure about — goes to
 the SDK untouched. Standard library only on the path to the answer.
@@ -16,8 +16,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -103,53 +101,3 @@ def answer_first_message(server: ServerIdentity, fd_in: int = 0, fd_out: int = 1
         while data:
             data = data[os.write(fd_out, data):]
     return FirstMessage(line, answer)
-
-
-@asynccontextmanager
-async def replayed(first: FirstMessage, read_stream: Any, write_stream: Any) -> AsyncIterator[tuple[Any, Any]]:
-    """Streams for the SDK: the first message comes first on the read side, and the SDK's own answer
-    to an already answered `initialize` is checked and dropped on the write side."""
-    import anyio
-    import mcp_types as types
-    from mcp.shared.message import SessionMessage
-
-    to_server, server_reads = anyio.create_memory_object_stream[Any](0)
-    server_writes, to_client = anyio.create_memory_object_stream[Any](0)
-    feed_scope = anyio.CancelScope()
-
-    async def feed() -> None:
-        with feed_scope:
-            async with to_server:
-                if first.line.strip():
-                    try:
-                        message = types.jsonrpc_message_adapter.validate_json(first.line)
-                    except ValueError as exc:  # what the SDK's own reader does with a bad line
-                        await to_server.send(exc)
-                    else:
-                        await to_server.send(SessionMessage(message))
-                async for incoming in read_stream:
-                    await to_server.send(incoming)
-
-    async def drain() -> None:
-        pending = first.answered
-        # Closing the real write stream when the server's side closes is what ends the SDK's stdout writer.
-        async with to_client, write_stream:
-            async for outgoing in to_client:
-                if pending is not None and isinstance(outgoing.message, types.JSONRPCResponse) \
-                        and outgoing.message.id == pending["id"]:
-                    sdk_answer = json.loads(outgoing.message.model_dump_json(by_alias=True, exclude_unset=True))
-                    if sdk_answer != pending:
-                        log.error("early initialize answer differed from the SDK's: sent %s, SDK %s",
-                                  pending, sdk_answer)
-                    pending = None
-                    continue
-                await write_stream.send(outgoing)
-
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(feed)
-        tg.start_soon(drain)
-        try:
-            yield server_reads, server_writes
-        finally:
-            server_writes.close()  # drain forwards what is left, then closes the real stream
-            feed_scope.cancel()

@@ -50,13 +50,12 @@ def run(args: argparse.Namespace) -> int:
     logs.configure(paths.log_dir, "serve")
 
     import anyio
-    from mcp.server.stdio import stdio_server
 
-    from mcp_bridge.early_initialize import replayed
     from mcp_bridge.gate import Gate
     from mcp_bridge.keys import KeyStore
     from mcp_bridge.server import BridgeServer
     from mcp_bridge.sources import build_sources
+    from mcp_bridge.stdio_transport import stdio_transport
     from mcp_bridge.usage import UsageLog
 
     keys = KeyStore.open(paths)
@@ -66,8 +65,7 @@ def run(args: argparse.Namespace) -> int:
                           build_sources(paths, config, policy))
 
     async def main() -> None:
-        async with stdio_server() as (stdin_stream, stdout_stream), \
-                replayed(first, stdin_stream, stdout_stream) as (read_stream, write_stream):
+        async with stdio_transport(first) as (read_stream, write_stream):
             await server.serve(read_stream, write_stream)
 
     try:
