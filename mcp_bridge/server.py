@@ -7,17 +7,20 @@ nothing slow stands between the client and the `initialize` answer.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlparse
 
 import anyio
 import mcp_types as types
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel.server import NotificationOptions, Server
 from mcp.server.session import ServerSession
+from mcp.shared.exceptions import MCPError
 
 from mcp_bridge import __version__
 from mcp_bridge.early_initialize import BRIDGE
@@ -178,7 +181,7 @@ class BridgeServer:
         outcome: Outcome = "ok"
         error: str | None = None
         try:
-            result = await self._gated_call(ctx, params, caller)
+            result = await self._gated_call(ctx, params, caller, client)
             if result.is_error:
                 outcome, error = "failed", _text_of(result)
             return result
@@ -193,7 +196,7 @@ class BridgeServer:
             ))
 
     async def _gated_call(
-        self, ctx: Context, params: types.CallToolRequestParams, caller: Caller | Rejected
+        self, ctx: Context, params: types.CallToolRequestParams, caller: Caller | Rejected, client: str | None
     ) -> types.CallToolResult:
         if isinstance(caller, Rejected):
             raise _Refused(f"refused: {caller.explain()}")
@@ -208,7 +211,7 @@ class BridgeServer:
         async def progress(done: float, total: float | None, message: str | None) -> None:
             await ctx.session.report_progress(done, total, message)
 
-        call = CallContext(key_name=caller.name, client_name=self._client_name(ctx), report_progress=progress)
+        call = CallContext(key_name=caller.name, client_name=client, report_progress=progress)
         try:
             output = await tool.run(params.arguments or {}, call)
         except ToolFailure as failure:
@@ -243,8 +246,6 @@ class BridgeServer:
         return client_params.client_info.name if client_params is not None else None
 
     async def _run_status(self, args: Mapping[str, Any], call: CallContext) -> ToolOutput:
-        import json
-
         status = self.status()
         return ToolOutput.text(json.dumps(status, indent=2, default=str), status)
 
@@ -279,8 +280,6 @@ class BridgeServer:
         ])
 
     async def _read_resource(self, ctx: Context, params: types.ReadResourceRequestParams) -> types.ReadResourceResult:
-        from mcp.shared.exceptions import MCPError
-
         caller = self._gate.identify()
         if isinstance(caller, Rejected):
             raise MCPError(types.INVALID_REQUEST, f"refused: {caller.explain()}")
@@ -307,6 +306,4 @@ def _text_of(result: types.CallToolResult) -> str:
 
 
 def _file_uri_path(uri: str) -> str:
-    from urllib.parse import unquote, urlparse
-
     return unquote(urlparse(uri).path)

@@ -57,8 +57,6 @@ class CallContext:
     key_name: str
     client_name: str | None = None
     report_progress: ProgressReporter = _no_progress
-    timeout_s: float | None = None
-    """A per-call override some tools accept (browser tools); None means the tool's default."""
 
 
 Handler = Callable[[Mapping[str, Any], CallContext], Awaitable[ToolOutput]]

@@ -310,13 +310,13 @@ class BrowserSource:
 
     def _handler(self, tool: str) -> Handler:
         async def run(args: Mapping[str, Any], call: CallContext) -> ToolOutput:
-            return await self._call(tool, args, call)
+            return await self._call(tool, args)
 
         return run
 
-    async def _call(self, tool: str, raw_args: Mapping[str, Any], call: CallContext) -> ToolOutput:
+    async def _call(self, tool: str, raw_args: Mapping[str, Any]) -> ToolOutput:
         args = dict(raw_args)
-        timeout = self._timeout(args.pop(TIMEOUT_ARG, None), call)
+        timeout = self._timeout(args.pop(TIMEOUT_ARG, None))
         hosts = self._connected()
         if not hosts:
             # The browser may have (re)started its host since the last scan.
@@ -330,9 +330,9 @@ class BrowserSource:
         result = await self._request(host, tool, args, timeout)
         return _output(result)
 
-    def _timeout(self, value: Any, call: CallContext) -> float:
+    def _timeout(self, value: Any) -> float:
         if value is None:
-            return call.timeout_s or self._default_timeout_s
+            return self._default_timeout_s
         if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= MAX_TIMEOUT_S:
             raise ToolFailure(f"`{TIMEOUT_ARG}` must be a number of seconds above 0 and at most "
                               f"{MAX_TIMEOUT_S:g}, got {value!r}")
