@@ -33,7 +33,7 @@ def require(available: bool, what: str, how: str) -> None:
 
 def claude_cli() -> Path | None:
     """The Claude Code CLI that the test command installs under .cache/, or one on PATH."""
-    local = REPO / ".cache" / "claude-code" / "node_modules" / ".bin" / "claude"
+    local = REPO / ".cache" / "claude-code" / "2.1.197" / "node_modules" / ".bin" / "claude"
     if local.exists():
         return local
     found = shutil.which("claude")
