@@ -14,6 +14,10 @@ import time
 from typing import Any
 
 PROTOCOL_VERSION = "2025-11-25"
+MODERN_VERSION = "2026-07-28"
+MODERN_META = {"io.modelcontextprotocol/protocolVersion": MODERN_VERSION,
+               "io.modelcontextprotocol/clientCapabilities": {}}
+"""The envelope every 2026-07-28 request carries in `params._meta` (that era has no handshake)."""
 
 
 class RpcError(Exception):
@@ -21,10 +25,13 @@ class RpcError(Exception):
 
 
 class StdioRpc:
-    def __init__(self, proc: subprocess.Popen[bytes], name: str) -> None:
+    def __init__(self, proc: subprocess.Popen[bytes], name: str, *, modern: bool = False) -> None:
+        """`modern`: speak the stateless 2026-07-28 era (every request enveloped, `server/discover` instead of
+        the `initialize` handshake); otherwise the handshake era, 2025-11-25."""
         assert proc.stdin is not None and proc.stdout is not None
         self.proc = proc
         self.name = name
+        self.modern = modern
         self._out = proc.stdin.fileno()
         self._in = proc.stdout.fileno()
         self._buf = bytearray()
@@ -59,6 +66,8 @@ class StdioRpc:
         """Send a request and return its `result`; notifications are skipped and server requests refused."""
         self._next_id += 1
         request_id = self._next_id
+        if self.modern:
+            params = {**params, "_meta": {**params.get("_meta", {}), **MODERN_META}}
         self.send({"jsonrpc": "2.0", "id": request_id, "method": method, "params": params})
         deadline = time.monotonic() + timeout
         while True:
@@ -76,14 +85,16 @@ class StdioRpc:
             return result
 
     def initialize(self, timeout: float = 60.0) -> dict[str, Any]:
-        return self.request("initialize", {
+        """The handshake (`initialize`, then `notifications/initialized`); in the modern era `server/discover`."""
+        if self.modern:
+            return self.request("server/discover", {}, timeout)
+        result = self.request("initialize", {
             "protocolVersion": PROTOCOL_VERSION,
             "capabilities": {},
             "clientInfo": {"name": "compass-bridge-bench", "version": "1"},
         }, timeout)
-
-    def initialized(self) -> None:
         self.send({"jsonrpc": "2.0", "method": "notifications/initialized"})
+        return result
 
     def call_tool(self, name: str, arguments: dict[str, Any], timeout: float = 120.0) -> dict[str, Any]:
         result = self.request("tools/call", {"name": name, "arguments": arguments}, timeout)

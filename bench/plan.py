@@ -33,6 +33,10 @@ class Plan:
     clients: int
     per_client: int
     concurrent_rounds: int
+    relay_pss_runs: int
+    mcp_pss_runs: int
+    """Fresh sets of ready MCP servers per side for the PSS case."""
+    mcp_pss_servers: int = 16
     settled: bool = False
     """Wait for every process under test to be idle before each timed operation (--settle)."""
 
@@ -41,14 +45,16 @@ class Plan:
         return cls(quick=False, spawn_warmup=2, spawn_runs=20, read_warmup=200, read_runs=2000,
                    search_files=50_000, search_warmup=1, search_runs=10, relay_spawn_warmup=2, relay_spawn_runs=20,
                    roundtrip_warmup=100, roundtrip_runs={"100 B": 3000, "64 KiB": 1000, "~1 MB": 200},
-                   clients=16, per_client=200, concurrent_rounds=5)
+                   clients=16, per_client=200, concurrent_rounds=5, relay_pss_runs=3,
+                   mcp_pss_runs=3)
 
     @classmethod
     def fast(cls) -> Plan:
         return cls(quick=True, spawn_warmup=1, spawn_runs=5, read_warmup=50, read_runs=300,
                    search_files=10_000, search_warmup=1, search_runs=3, relay_spawn_warmup=1, relay_spawn_runs=5,
                    roundtrip_warmup=30, roundtrip_runs={"100 B": 300, "64 KiB": 150, "~1 MB": 30},
-                   clients=16, per_client=50, concurrent_rounds=2)
+                   clients=16, per_client=50, concurrent_rounds=2, relay_pss_runs=1,
+                   mcp_pss_runs=1)
 
     def describe(self) -> str:
         parts = ["full run"]

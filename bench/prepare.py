@@ -48,6 +48,11 @@ def _package_version(package_dir: Path) -> str:
         return "unknown"
 
 
+def claude_code_cache(version: str) -> Path:
+    """Where `scripts/test` installs each Claude Code version it tests against (COMPASS_TEST_CLAUDE_CODE_VERSIONS)."""
+    return REPO / ".cache" / "claude-code" / version
+
+
 def _claude_in(prefix: Path) -> Path | None:
     binary = prefix / "node_modules" / ".bin" / "claude"
     package = prefix / "node_modules" / "@anthropic-ai" / "claude-code"
@@ -64,7 +69,7 @@ def ensure_peers(cache: Path) -> Peers:
     """
     prefix = cache / "peers"
     filesystem_js = prefix / "node_modules" / "@modelcontextprotocol" / "server-filesystem" / "dist" / "index.js"
-    claude = _claude_in(prefix) or _claude_in(REPO / ".cache" / "claude-code")
+    claude = _claude_in(prefix) or _claude_in(claude_code_cache(CLAUDE_VERSION))
     wanted = []
     if _package_version(filesystem_js.parent.parent) != FILESYSTEM_VERSION:
         wanted.append(f"{FILESYSTEM_PACKAGE}@{FILESYSTEM_VERSION}")

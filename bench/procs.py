@@ -69,6 +69,15 @@ class Procs:
             self.stop(proc, grace=1.0)
 
 
+def pss(pid: int) -> int:
+    """Proportional set size of a process in bytes, from /proc/<pid>/smaps_rollup (Linux): the memory it adds
+    to the machine, shared pages (libpython, Node's binary) split among the processes mapping them."""
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1]) * 1024
+    raise LookupError(f"no Pss in /proc/{pid}/smaps_rollup")
+
+
 def _signal_group(pgid: int, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)

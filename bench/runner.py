@@ -29,8 +29,11 @@ class Timed:
 
 
 def alternate(actions: Mapping[str, Callable[[int], object]], warmup: int, runs: int,
-              pids: Mapping[str, int] | None = None, quiet: Sequence[int] = (), *, settled: bool = False) -> Measured:
+              pids: Mapping[str, int] | None = None, quiet: Sequence[int] = (), *, settled: bool = False,
+              rotate: bool = False) -> Measured:
     """Call each action once per round, in order (A B A B …): `warmup` rounds unmeasured, then `runs` measured.
+    With `rotate`, each round starts one side later (A B C, B C A, C A B …), so that no side always runs right
+    after the same other side and inherits its deferred work (a peer's garbage collection, say).
     An action gets the round number (for unique tags) and is timed from call to return, unless it returns `Timed`.
     `pids` are the processes under test, one per side, whose
     CPU is counted. With `settled`, before every timed call the bench waits until they and the `quiet` processes
@@ -42,7 +45,11 @@ def alternate(actions: Mapping[str, Callable[[int], object]], warmup: int, runs:
     for i in range(warmup + runs):
         if i == warmup:
             meter.start()
-        for name, action in actions.items():
+        names = list(actions)
+        if rotate:
+            names = names[i % len(names):] + names[: i % len(names)]
+        for name in names:
+            action = actions[name]
             settle(idle)
             started = time.perf_counter()
             result = action(i)

@@ -29,6 +29,8 @@ class Side:
     """Shown instead of figures when the side has none (e.g. the peer cannot do the case)."""
     cpu: float | None = None
     """CPU seconds per operation of the process under test (the server or host), where measured."""
+    memory: bool = False
+    """The samples are bytes of memory (PSS), not seconds."""
 
     @property
     def median(self) -> float:
@@ -93,22 +95,28 @@ def ratio_at_most(limit: float) -> Verdict:
     return judge
 
 
+def paired_ratio_at_most(limit: float) -> Verdict:
+    """ratio_at_most, with the spread of the ratio over the paired rounds (ours[i] / other[i]: the sides ran
+    back to back in each round): p10–p90, or min–max with fewer than ten rounds."""
+
+    def judge(row: Row) -> tuple[bool, str] | None:
+        ratio = row.ratio
+        if ratio is None:
+            return None
+        pairs = [a / b for a, b in zip(row.ours.samples, row.other.samples, strict=True)]
+        low, high = (percentile(pairs, 10), percentile(pairs, 90)) if len(pairs) >= 10 else (min(pairs), max(pairs))
+        spread = "p10–p90" if len(pairs) >= 10 else "min–max"
+        return ratio <= limit, f"{ratio:.3f}× (≤ {limit:g}×; paired {spread} {low:.2f}–{high:.2f})"
+
+    return judge
+
+
 def throughput_at_least(limit: float) -> Verdict:
     def judge(row: Row) -> tuple[bool, str] | None:
         if not row.ours.throughput or not row.other.throughput:
             return None
         ratio = row.ours.throughput / row.other.throughput
         return ratio >= limit, f"{ratio:.3f}× the calls/s (≥ {limit:g}×)"
-
-    return judge
-
-
-def within(seconds: float) -> Verdict:
-    def judge(row: Row) -> tuple[bool, str] | None:
-        if not row.ours.samples or not row.other.samples:
-            return None
-        gap = row.ours.median - row.other.median
-        return gap <= seconds, f"{gap * 1000:+.0f} ms (≤ +{seconds * 1000:.0f} ms)"
 
     return judge
 
@@ -147,10 +155,15 @@ def _cpu(row: Row) -> str:
     return " · ".join("—" if s.cpu is None else duration(s.cpu) for s in (row.ours, row.other))
 
 
+def mib(size: float) -> str:
+    return f"{size / 2**20:.1f} MiB"
+
+
 def _figures(side: Side) -> tuple[str, str]:
     if not side.samples:
         return side.note or "—", ""
-    return duration(side.median), duration(side.p99)
+    show = mib if side.memory else duration
+    return show(side.median), show(side.p99)
 
 
 HEADER = ("suite", "case", "compared with", "ours median", "ours p99", "their median", "their p99",

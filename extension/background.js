@@ -5,6 +5,10 @@
 
 'use strict';
 
+// Chromium runs this file as the service worker and loads the others here; Firefox lists them all, in this
+// order, in manifest.json's background.scripts (an event page has no importScripts).
+if (typeof importScripts === 'function') importScripts('consent.js', 'runs.js');
+
 const HOST_NAME = 'com.compass_bridge.host';
 const RECONNECT_MIN_MS = 500;
 const RECONNECT_MAX_MS = 30_000;
@@ -124,6 +128,7 @@ function connect() {
   current.onDisconnect.addListener(() => {
     const why = chrome.runtime.lastError ? chrome.runtime.lastError.message : 'disconnected';
     console.warn(`compass-bridge: native host ${HOST_NAME}: ${why}`);
+    Runs.hostState(false, why);
     // The host already failed these requests towards its clients; nobody is waiting for the work.
     for (const controller of inFlight.values()) controller.abort();
     inFlight.clear();
@@ -146,6 +151,7 @@ chrome.alarms.onAlarm.addListener((alarm) => {
 chrome.runtime.onStartup.addListener(connect);
 
 function onHostMessage(from, message) {
+  if (!Runs.status.host) Runs.hostState(true);
   switch (message && message.type) {
     case 'tool_request':
       runRequest(from, message);
@@ -160,8 +166,15 @@ function onHostMessage(from, message) {
       }
       break;
     }
+    case 'clients':
+      Runs.clients(message.clients);
+      break;
+    case 'error':
+      Runs.hostState(false, message.message);
+      break;
     default:
-      // `clients`, `pong` and types added in later protocol versions need no answer here.
+      if (typeof message.type === 'string' && message.type.startsWith('run_')) Runs.fromHost(message);
+      // `pong` and types added in later protocol versions need no answer here.
       break;
   }
 }
@@ -170,13 +183,24 @@ async function runRequest(from, {id, tool, args}) {
   const controller = new AbortController();
   inFlight.set(id, controller);
   let reply;
+  let tabId;
   try {
     const handler = TOOLS[tool];
     if (!handler) throw new ToolError(`unknown tool '${tool}'; this extension offers ${Object.keys(TOOLS).join(', ')}`);
-    const result = await handler(args || {}, controller.signal);
+    // Consent first: the tool never reaches a tab the user did not share (consent.js).
+    const checked = await Consent.authorize(tool, args || {});
+    throwIfAborted(controller.signal);
+    tabId = checked.tabId;
+    Consent.acting(tabId, true);
+    let result = await handler(checked, controller.signal);
+    if (tool === 'tabs_list') result = await sharedTabsOnly(result);
     reply = {type: 'tool_response', id, result};
   } catch (err) {
-    reply = {type: 'tool_response', id, error: {code: 'tool_error', message: errorMessage(err)}};
+    const message = controller.signal.reason === STOPPED ? STOPPED_MESSAGE : errorMessage(err);
+    const code = controller.signal.reason === STOPPED ? 'stopped' : 'tool_error';
+    reply = {type: 'tool_response', id, error: {code, message}};
+  } finally {
+    if (tabId !== undefined) Consent.acting(tabId, false);
   }
   // After a cancel (already answered) or a lost port the reply has nowhere to go.
   if (inFlight.get(id) !== controller || port !== from) return;
@@ -185,6 +209,22 @@ async function runRequest(from, {id, tool, args}) {
 }
 
 class ToolError extends Error {}
+
+const STOPPED = 'stopped';
+
+// The side panel's stop switch: every browser action under way ends now, answered `stopped` (consent.js keeps
+// refusing new ones while the switch is on).
+function stopAllBrowserActions() {
+  for (const controller of inFlight.values()) controller.abort(STOPPED);
+}
+
+// tabs_list shows the agent only the tabs it may act on, and how many others there are.
+async function sharedTabsOnly(result) {
+  const state = await Consent.state();
+  const shared = result.tabs.filter((tab) => Consent.granted(state, tab));
+  const hidden = result.tabs.length - shared.length;
+  return {tabs: shared, hidden, ...(hidden ? {how: `${hidden} more tab(s) are not shared with agents. ${GRANT_HOW}`} : {})};
+}
 
 function errorMessage(err) {
   if (err instanceof Error) return err.message;

@@ -7,7 +7,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mcp_bridge.page_origins import parse_page_origins
 from mcp_bridge.scopes import Scope, ScopeError, parse_scopes
+
+DOOR_TABLES = ("compass_ws", "http")
+"""Sub-tables of `[agent]` that configure the loopback doors (mcp_bridge/doors/), not the run service."""
 
 
 class ConfigError(Exception):
@@ -19,6 +23,10 @@ class Limits:
     read_max_bytes: int = 2 * 1024 * 1024
     """Most bytes `read_file` returns in one call (and the largest file `edit_file` works on)."""
     search_max_results: int = 1000
+    search_max_entries: int = 200_000
+    """Most directory entries one `search_files` call looks at (and `list_directory` reads) before it stops."""
+    search_timeout_s: float = 20.0
+    """Longest one `search_files` call walks before it stops and returns what it found."""
     command_timeout_default_s: float = 30.0
     command_timeout_max_s: float = 600.0
     command_output_max_bytes: int = 50_000
@@ -39,6 +47,19 @@ class Config:
     default_scopes: frozenset[Scope] = field(default_factory=lambda: parse_scopes("read,write"))
     limits: Limits = field(default_factory=Limits)
     compass: CompassSettings = field(default_factory=CompassSettings)
+    log_level: str = "info"
+    """`[log] level`: debug, info, warning or error (COMPASS_BRIDGE_LOG_LEVEL overrides it; see mcp_bridge/logs.py)."""
+    protected_paths: tuple[Path, ...] = ()
+    """Added to the built-in protected paths (mcp_bridge/protected.py); nothing can remove those."""
+    agent: dict[str, Any] = field(default_factory=dict)
+    """The raw `[agent]` table; read by mcp_bridge/agent/settings.py when the run service starts, so a mistake
+    there stops only the run service (which refuses to start and says why), never `serve`."""
+    doors: dict[str, Any] = field(default_factory=dict)
+    """The raw `[agent.compass_ws]` and `[agent.http]` tables (taken out of `agent`); read by
+    mcp_bridge/doors/settings.py when `compass-bridge doors` starts."""
+    page_origins: dict[str, frozenset[Scope]] = field(default_factory=dict)
+    """`[page_origins]`: the web pages that may start runs through the extension, each with its runs' scopes
+    (mcp_bridge/page_origins.py). None by default."""
 
 
 def _number(section: dict[str, Any], name: str, default: float, where: str) -> Any:
@@ -53,6 +74,18 @@ def _section(data: dict[str, Any], name: str, where: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ConfigError(f"{where}: [{name}] must be a table")
     return value
+
+
+def _log_level(table: dict[str, Any], where: str) -> str:
+    from mcp_bridge.logs import LEVELS
+
+    level = table.get("level", "info")
+    if not isinstance(level, str) or level.lower() not in LEVELS:
+        raise ConfigError(f"{where} [log]: `level` must be one of {', '.join(LEVELS)}, got {level!r}")
+    unknown = set(table) - {"level"}
+    if unknown:
+        raise ConfigError(f"{where} [log]: unknown setting(s) {', '.join(sorted(unknown))}")
+    return level.lower()
 
 
 def load_config(path: Path) -> Config:
@@ -73,6 +106,11 @@ def load_config(path: Path) -> Config:
     except (ScopeError, AttributeError, TypeError) as exc:
         raise ConfigError(f"{where}: `default_scopes`: {exc}") from exc
 
+    protected = data.get("protected_paths", [])
+    if not isinstance(protected, list) or not all(isinstance(p, str) and p for p in protected):
+        raise ConfigError(f"{where}: `protected_paths` must be a list of paths (files or directories) that no "
+                          "tool may read or write, e.g. protected_paths = [\"~/private\"]")
+
     limits_table = _section(data, "limits", where)
     defaults = Limits()
     limits = Limits(**{
@@ -83,6 +121,11 @@ def load_config(path: Path) -> Config:
     if unknown:
         raise ConfigError(f"{where} [limits]: unknown setting(s) {', '.join(sorted(unknown))}")
 
+    agent = _section(data, "agent", where)
+    try:
+        page_origins = parse_page_origins(data.get("page_origins", {}), default_scopes, where)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     compass_table = _section(data, "compass", where)
     url = compass_table.get("url")
     if url is not None and not isinstance(url, str):
@@ -98,4 +141,9 @@ def load_config(path: Path) -> Config:
         default_scopes=default_scopes,
         limits=limits,
         compass=compass,
+        log_level=_log_level(_section(data, "log", where), where),
+        protected_paths=tuple(Path(p).expanduser() for p in protected),
+        agent={k: v for k, v in agent.items() if k not in DOOR_TABLES},
+        doors={k: v for k, v in agent.items() if k in DOOR_TABLES},
+        page_origins=page_origins,
     )

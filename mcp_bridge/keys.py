@@ -14,6 +14,7 @@ import re
 import secrets
 import sqlite3
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -21,6 +22,7 @@ from pathlib import Path
 from mcp_bridge import store
 from mcp_bridge.paths import StatePaths
 from mcp_bridge.scopes import Scope, format_scopes, parse_scopes
+from mcp_bridge.store import StoreError
 
 KEY_PATTERN = re.compile(r"cb_[0-9a-f]{40}")
 PREFIX_LENGTH = 8  # "cb_" + 5 hex: enough to tell keys apart in a list, useless for guessing
@@ -69,15 +71,21 @@ class KeyProblem(Enum):
     UNKNOWN = "unknown"
     REVOKED = "revoked"
     EXPIRED = "expired"
+    STORE_UNAVAILABLE = "store unavailable"
+    """The key store itself cannot be read, so no key (nor the key-less default) can be checked."""
 
 
 @dataclass(frozen=True)
 class Rejected:
     problem: KeyProblem
     record: KeyRecord | None = None
+    detail: str | None = None
+    """For STORE_UNAVAILABLE: what is wrong with the store and how to fix it."""
 
     def explain(self) -> str:
         """Why the key cannot be used and the command that fixes it."""
+        if self.problem is KeyProblem.STORE_UNAVAILABLE:
+            return f"no call can be checked or recorded until the key store is repaired: {self.detail}"
         fix = ("create one with `compass-bridge keys create --name NAME --scopes read,write` "
                "and put it in COMPASS_BRIDGE_KEY")
         if self.problem is KeyProblem.MALFORMED:
@@ -89,22 +97,42 @@ class Rejected:
         return f"the bridge key '{self.record.name}' ({self.record.prefix}…) {what}; {fix}"
 
 
-def _load_secret(path: Path) -> bytes:
+def load_secret(path: Path) -> bytes:
+    """The install's HMAC secret, made on first use; `StoreError` if the file exists but is unusable."""
     try:
-        return path.read_bytes()
+        return _check_secret(path, path.read_bytes())
     except FileNotFoundError:
         pass
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    secret = secrets.token_bytes(_SECRET_BYTES)
+    except OSError as exc:
+        raise StoreError(_secret_problem(path, exc.strerror or str(exc))) from None
     try:
-        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-    except FileExistsError:
-        return path.read_bytes()  # another process created it first: use theirs
-    with os.fdopen(fd, "wb") as f:
-        f.write(secret)
-        f.flush()
-        os.fsync(f.fileno())
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        secret = secrets.token_bytes(_SECRET_BYTES)
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+        except FileExistsError:
+            return _check_secret(path, path.read_bytes())  # another process created it first: use theirs
+        with os.fdopen(fd, "wb") as f:
+            f.write(secret)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as exc:
+        raise StoreError(_secret_problem(path, exc.strerror or str(exc))) from None
     return secret
+
+
+def _check_secret(path: Path, secret: bytes) -> bytes:
+    if len(secret) != _SECRET_BYTES:
+        # Truncated or overwritten: HMACs under it would silently match no key, or a chosen one.
+        raise StoreError(_secret_problem(path, f"{len(secret)} bytes where {_SECRET_BYTES} are expected"))
+    return secret
+
+
+def _secret_problem(path: Path, why: str) -> str:
+    return (f"the bridge key secret {path} cannot be used ({why}). Every bridge key is stored under it, so none "
+            f"can be checked. Fix: restore it from a backup, or remove it (`rm '{path}'`): a new one is made on "
+            "the next start, and keys made before stop working — create new ones (`compass-bridge keys create "
+            "--name NAME --scopes read,write`, or run `compass-bridge install` again)")
 
 
 def _row_to_record(row: sqlite3.Row | tuple[object, ...]) -> KeyRecord:
@@ -126,17 +154,49 @@ _COLUMNS = "id, name, prefix, scopes, created_at, last_used_at, expires_at, revo
 
 
 class KeyStore:
-    def __init__(self, conn: sqlite3.Connection, secret: bytes) -> None:
-        self._conn = conn
-        self._secret = secret
-
     @classmethod
     def open(cls, paths: StatePaths) -> KeyStore:
+        """The key store; `StoreError` (naming the file and the fix) if the database or secret is unusable."""
         paths.ensure()
-        return cls(store.connect(paths.database), _load_secret(paths.secret_file))
+        secret = load_secret(paths.secret_file)
+        opened = cls(store.connect(paths.database), secret, paths.database)
+        try:
+            opened._rows("SELECT count(*) FROM api_keys")  # reads every page of the (small) key table
+        except StoreError:
+            opened.close()
+            raise
+        return opened
+
+    @classmethod
+    def open_or_unavailable(cls, paths: StatePaths) -> KeyStore:
+        """For a server that must keep answering: a broken store refuses every caller and says why."""
+        try:
+            return cls.open(paths)
+        except StoreError as exc:
+            return cls(None, b"", paths.database, problem=str(exc))
+
+    def __init__(self, conn: sqlite3.Connection | None, secret: bytes, database: Path, *,
+                 problem: str | None = None) -> None:
+        self._conn_or_none = conn
+        self._secret = secret
+        self._database = database
+        self._problem = problem
+
+    @property
+    def _conn(self) -> sqlite3.Connection:
+        if self._conn_or_none is None:
+            raise StoreError(self._problem or "the key store is closed")
+        return self._conn_or_none
+
+    def unavailable(self) -> Rejected | None:
+        """Why nobody can be authenticated at all (the store is broken), or None."""
+        if self._problem is None:
+            return None
+        return Rejected(KeyProblem.STORE_UNAVAILABLE, detail=self._problem)
 
     def close(self) -> None:
-        self._conn.close()
+        if self._conn_or_none is not None:
+            self._conn_or_none.close()
 
     def digest(self, key: str) -> str:
         return hmac.new(self._secret, key.encode(), hashlib.sha256).hexdigest()
@@ -162,7 +222,7 @@ class KeyStore:
             revoked_at=None,
         )
         try:
-            self._conn.execute(
+            self._rows(
                 f"INSERT INTO api_keys ({_COLUMNS}, digest) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",  # noqa: S608
                 (record.id, record.name, record.prefix, format_scopes(scopes), record.created_at,
                  None, expires_at, None, self.digest(key)),
@@ -175,39 +235,47 @@ class KeyStore:
 
     def list(self) -> list[KeyRecord]:
         query = f"SELECT {_COLUMNS} FROM api_keys ORDER BY created_at"  # noqa: S608
-        rows = self._conn.execute(query).fetchall()
-        return [_row_to_record(r) for r in rows]
+        return [_row_to_record(r) for r in self._rows(query)]
 
     def find(self, id_or_name: str) -> KeyRecord:
-        row = self._conn.execute(
-            f"SELECT {_COLUMNS} FROM api_keys WHERE id = ? OR name = ?",  # noqa: S608
-            (id_or_name, id_or_name),
-        ).fetchone()
-        if row is None:
+        rows = self._rows(f"SELECT {_COLUMNS} FROM api_keys WHERE id = ? OR name = ?",  # noqa: S608
+                          (id_or_name, id_or_name))
+        if not rows:
             raise KeyStoreError(f"no key with id or name '{id_or_name}'; see `compass-bridge keys list`")
-        return _row_to_record(row)
+        return _row_to_record(rows[0])
 
     def revoke(self, id_or_name: str) -> KeyRecord:
         record = self.find(id_or_name)
         if record.revoked_at is None:
-            self._conn.execute("UPDATE api_keys SET revoked_at = ? WHERE id = ?", (time.time(), record.id))
+            self._rows("UPDATE api_keys SET revoked_at = ? WHERE id = ?", (time.time(), record.id))
         return self.find(record.id)
 
     def delete(self, id_or_name: str) -> KeyRecord:
         record = self.find(id_or_name)
-        self._conn.execute("DELETE FROM api_keys WHERE id = ?", (record.id,))
+        self._rows("DELETE FROM api_keys WHERE id = ?", (record.id,))
         return record
+
+    def _rows(self, sql: str, params: tuple[object, ...] = ()) -> Sequence[tuple[object, ...]]:
+        """Run one statement; a damaged or locked database is a StoreError with the file and the fix."""
+        with store.guarded(self._database):
+            return self._conn.execute(sql, params).fetchall()
 
     def authenticate(self, key: str, *, digest: str | None = None) -> KeyRecord | Rejected:
         """Who `key` belongs to, or why it is refused. Reads the store every time, so a revocation or
         expiry takes effect on the very next call. `digest` lets a caller reuse `self.digest(key)`."""
+        if (broken := self.unavailable()) is not None:
+            return broken
         if not KEY_PATTERN.fullmatch(key):
             return Rejected(KeyProblem.MALFORMED)
         presented = digest or self.digest(key)
-        rows = self._conn.execute(
-            f"SELECT {_COLUMNS}, digest FROM api_keys WHERE prefix = ?",  # noqa: S608
-            (key[:PREFIX_LENGTH],),
-        ).fetchall()
+        try:
+            rows = self._conn.execute(
+                f"SELECT {_COLUMNS}, digest FROM api_keys WHERE prefix = ?",  # noqa: S608
+                (key[:PREFIX_LENGTH],),
+            ).fetchall()
+        except sqlite3.Error as exc:
+            # Damaged since it was opened, or locked past the busy timeout: refuse (fail closed) and say why.
+            return Rejected(KeyProblem.STORE_UNAVAILABLE, detail=store.explain(self._database, exc))
         match = None
         for row in rows:
             # Compare every candidate, not just until the first match, so timing says nothing.

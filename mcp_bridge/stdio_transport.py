@@ -1,50 +1,48 @@
-"""The stdio transport of `serve`: the MCP SDK's message streams over stdin/stdout, without a thread per message.
+"""The stdio transport of `serve`: lines from stdin, messages to stdout, both bounded.
 
-The SDK's `mcp.server.stdio.stdio_server` wraps stdin and stdout with `anyio.wrap_file`, so every line read,
-write and flush is a hand-off to a worker thread (three per request, ~350 µs). Here stdin and stdout are
-asyncio pipe transports instead, and the replay of the early `initialize` (see early_initialize) happens
-in the same place, so it adds no hop of its own:
+- `receive()` yields one line at a time. A line longer than `wire.MAX_LINE_BYTES` is not kept: its start
+  and end are, so the refusal can name the request id, and the rest is read and dropped.
+- `send()` writes an encoded message at once when no other write is under way (the common case: one answer
+  at a time, no hop through another task), else puts it on a bounded queue that one writer task empties. Either
+  way a client that stops reading slows the server's senders down (backpressure) instead of growing memory
+  without limit.
 
-- the reader yields the first line, already read by `answer_first_message`, before anything else, then one
-  `SessionMessage` per line — or, for a line that is not a JSON-RPC message, the validation exception, as
-  the SDK's reader does (lines are decoded as UTF-8 with replacement and validated exactly as it does);
-- the writer writes `model_dump_json(by_alias=True, exclude_unset=True)` + newline, exactly the SDK's bytes,
-  and drops the SDK's answer to an `initialize` that was already answered, after checking it is the same.
-
-As in the SDK, while serving fd 0 reads the null device and fd 1 writes to stderr, so a stray `print` or a
-child process can neither eat protocol input nor corrupt the output; the wire is served from private
-duplicates and both descriptors are restored on exit. When stdin or stdout is not a pipe or socket (a file,
-a terminal), that side is read or written in a worker thread, as the SDK does: asyncio cannot watch a
-regular file, and switching a terminal to non-blocking mode would affect the shell that shares it.
+While serving, fd 0 reads the null device and fd 1 writes to stderr, so a stray `print` or a child process
+can neither eat protocol input nor corrupt the output; the wire is served from private duplicates and both
+descriptors are restored on exit. A pipe or socket is served by the event loop (POSIX); anything else (a
+file, a terminal, every handle on Windows, a stdout shared with stderr by `2>&1`) by a daemon thread, so a
+blocked read or write can never hold up the exit.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
+import collections
 import logging
 import os
 import stat
 import sys
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager, suppress
-from typing import Any
 
-import anyio
-import mcp_types as types
-from mcp.shared.message import SessionMessage
-
-from mcp_bridge.early_initialize import FirstMessage
+from mcp_bridge.protocol import wire
 
 log = logging.getLogger(__name__)
 
 _CHUNK = 64 * 1024
-
-if sys.platform != "win32":  # pragma: no branch
-    import fcntl
+_QUEUED_BYTES = 8 * 1024 * 1024
+"""Bytes waiting for stdout before senders wait (one message larger than this still goes, alone)."""
+_THREAD_CHUNKS = 16
+"""Chunks a reader thread may read ahead of the server."""
+_SNIFF = 4096
+_CLOSE_TIMEOUT_S = 10.0
+"""How long the answers still queued at exit may take to reach a client that has stopped reading."""
 
 
 def _is_pipe(fd: int) -> bool:
+    if sys.platform == "win32":
+        return False  # the Windows event loop cannot watch a console or anonymous pipe handle
     try:
         mode = os.fstat(fd).st_mode
     except OSError:
@@ -67,7 +65,7 @@ class _Claim:
         self.wire: dict[int, int] = {}
 
     def take(self, fd: int, diversion: Callable[[], int]) -> int:
-        private = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
+        private = os.dup(fd)  # not inheritable: child processes of tools never see the wire
         self.wire[fd] = private
         target = diversion()
         try:
@@ -80,7 +78,155 @@ class _Claim:
         for fd, private in self.wire.items():
             with suppress(OSError):
                 os.dup2(private, fd)
-                os.set_blocking(fd, True)  # the asyncio transport made the shared description non-blocking
+                if sys.platform != "win32":
+                    os.set_blocking(fd, True)  # an asyncio transport made the shared description non-blocking
+
+
+class _Lines:
+    """Splits chunks into lines, keeping at most MAX_LINE_BYTES of one line."""
+
+    def __init__(self) -> None:
+        self.ready: collections.deque[bytes | wire.Malformed] = collections.deque()
+        self._buffer = bytearray()
+        self._head: bytes | None = None  # set while dropping an oversized line
+        self._tail = b""
+
+    def feed(self, chunk: bytes) -> None:
+        start = 0
+        while True:
+            end = chunk.find(b"\n", start)
+            piece = chunk[start:] if end < 0 else chunk[start:end]
+            if self._head is not None:
+                self._tail = (self._tail + piece)[-_SNIFF:]
+            else:
+                self._buffer += piece
+                if len(self._buffer) > wire.MAX_LINE_BYTES:
+                    self._head, self._tail = bytes(self._buffer[:_SNIFF]), bytes(self._buffer[-_SNIFF:])
+                    self._buffer = bytearray()
+            if end < 0:
+                return
+            self._finish()
+            start = end + 1
+
+    def end(self) -> None:
+        """End of input: a last line without a newline still counts."""
+        self._finish()
+
+    def _finish(self) -> None:
+        if self._head is not None:
+            self.ready.append(wire.oversized(self._head, self._tail))
+            self._head, self._tail = None, b""
+        elif self._buffer.strip():
+            self.ready.append(bytes(self._buffer))
+        self._buffer = bytearray()
+
+
+class StdioTransport:
+    def __init__(self, read: Callable[[], Awaitable[bytes]], write: Callable[[bytes], Awaitable[None]]) -> None:
+        self._read = read
+        self._write = write
+        self._lines = _Lines()
+        self._eof = False
+        self._pending: collections.deque[bytes] = collections.deque()
+        self._pending_bytes = 0
+        self._room = asyncio.Condition()
+        self._ready = asyncio.Event()
+        self._closing = False
+        self._broken = False
+        self._writing = False
+        """A write is under way (by `send` itself or the writer task): later messages queue behind it."""
+        self._writer = asyncio.create_task(self._write_forever())
+
+    @classmethod
+    @asynccontextmanager
+    async def open(cls) -> AsyncIterator[StdioTransport]:
+        """The transport over this process's stdin and stdout; flushes what is queued on exit."""
+        claim = _Claim()
+        try:
+            wire_in = claim.take(0, lambda: os.open(os.devnull, os.O_RDONLY))
+            wire_out = claim.take(1, lambda: os.dup(2))
+            async with AsyncExitStack() as stack:
+                read = await _pipe_reader(wire_in, stack) if _is_pipe(wire_in) else _thread_reader(wire_in)
+                # A stdout that is the same pipe as stderr (`2>&1`) shares its file description, and making
+                # it non-blocking would make stderr writes fail with EAGAIN: write it in a thread instead.
+                pipe_out = _is_pipe(wire_out) and not _same_file(wire_out, 2)
+                write = await _pipe_writer(wire_out, stack) if pipe_out else _thread_writer(wire_out)
+                transport = cls(read, write)
+                try:
+                    yield transport
+                finally:
+                    await transport.close()
+        finally:
+            claim.release()
+
+    async def receive(self) -> bytes | wire.Malformed | None:
+        while not self._lines.ready:
+            if self._eof:
+                return None
+            chunk = await self._read()
+            if chunk:
+                self._lines.feed(chunk)
+            else:
+                self._eof = True
+                self._lines.end()
+        return self._lines.ready.popleft()
+
+    async def send(self, data: bytes) -> None:
+        if not self._writing and not self._pending and not self._broken and not self._closing:
+            # Nothing ahead of it: write it from here, which saves a wake-up of the writer task per answer.
+            await self._write_now(data)
+            if self._pending or self._closing:
+                self._ready.set()  # what queued meanwhile goes next; a waiting close() may finish
+            return
+        async with self._room:
+            await self._room.wait_for(lambda: self._broken or self._pending_bytes < _QUEUED_BYTES)
+            if self._broken:
+                return  # the client is gone; see _write_now
+            self._pending.append(data)
+            self._pending_bytes += len(data)
+        self._ready.set()
+
+    async def _write_now(self, data: bytes) -> None:
+        self._writing = True
+        try:
+            await self._write(data)
+        except OSError as exc:
+            # The client is gone: nothing more can reach it. Keep serving until stdin ends (the running
+            # requests still finish and are logged), but stop queueing.
+            if not self._broken:
+                log.warning("stdout closed (%s); answers from now on are dropped", exc)
+            self._broken = True
+        finally:
+            self._writing = False
+
+    async def close(self) -> None:
+        """Deliver what is queued (for at most _CLOSE_TIMEOUT_S), then stop writing."""
+        self._closing = True
+        self._ready.set()
+        try:
+            async with asyncio.timeout(_CLOSE_TIMEOUT_S):
+                await asyncio.shield(self._writer)
+        except TimeoutError:
+            log.warning("the client stopped reading; %d bytes of answers were not delivered", self._pending_bytes)
+            self._writer.cancel()
+
+    async def _write_forever(self) -> None:
+        while True:
+            await self._ready.wait()
+            self._ready.clear()
+            if not self._pending or self._writing:  # (a write from `send` is under way: it wakes us after)
+                if self._closing and not self._pending and not self._writing:
+                    return
+                continue
+            data = b"".join(self._pending)  # whatever is queued goes out in one write
+            self._pending.clear()
+            await self._write_now(data)
+            async with self._room:
+                self._pending_bytes -= len(data)
+                self._room.notify_all()
+            if self._broken:
+                return
+            self._ready.set()  # look again: more may have come, or close() may be waiting
 
 
 async def _pipe_reader(fd: int, stack: AsyncExitStack) -> Callable[[], Awaitable[bytes]]:
@@ -93,15 +239,6 @@ async def _pipe_reader(fd: int, stack: AsyncExitStack) -> Callable[[], Awaitable
 
     async def read() -> bytes:
         return await reader.read(_CHUNK)
-
-    return read
-
-
-def _thread_reader(fd: int) -> Callable[[], Awaitable[bytes]]:
-    async def read() -> bytes:
-        # abandon_on_cancel: a read blocked on a terminal must not hold up the exit. The descriptor is
-        # therefore never closed (like the SDK's closefd=False), so it cannot be recycled under that read.
-        return await anyio.to_thread.run_sync(os.read, fd, _CHUNK, abandon_on_cancel=True)
 
     return read
 
@@ -120,94 +257,64 @@ async def _pipe_writer(fd: int, stack: AsyncExitStack) -> Callable[[bytes], Awai
     return write
 
 
+def _thread_reader(fd: int) -> Callable[[], Awaitable[bytes]]:
+    loop = asyncio.get_running_loop()
+    chunks: asyncio.Queue[bytes] = asyncio.Queue()
+    room = threading.Semaphore(_THREAD_CHUNKS)
+
+    def read_forever() -> None:
+        while True:
+            room.acquire()
+            try:
+                chunk = os.read(fd, _CHUNK)
+            except OSError:
+                chunk = b""
+            loop.call_soon_threadsafe(chunks.put_nowait, chunk)
+            if not chunk:
+                return
+
+    threading.Thread(target=read_forever, name="stdin-reader", daemon=True).start()
+
+    async def read() -> bytes:
+        chunk = await chunks.get()
+        room.release()
+        return chunk
+
+    return read
+
+
 def _thread_writer(fd: int) -> Callable[[bytes], Awaitable[None]]:
-    def write_all(data: bytes) -> None:
-        while data:
-            data = data[os.write(fd, data):]
+    loop = asyncio.get_running_loop()
+    work: collections.deque[tuple[bytes, asyncio.Future[None]]] = collections.deque()
+    wake = threading.Semaphore(0)
+
+    def write_forever() -> None:
+        while True:
+            wake.acquire()
+            data, done = work.popleft()
+            try:
+                while data:
+                    data = data[os.write(fd, data):]
+            except OSError as exc:
+                loop.call_soon_threadsafe(_settle, done, exc)
+                return
+            loop.call_soon_threadsafe(_settle, done, None)
+
+    threading.Thread(target=write_forever, name="stdout-writer", daemon=True).start()
 
     async def write(data: bytes) -> None:
-        await anyio.to_thread.run_sync(write_all, data)
+        done = loop.create_future()
+        work.append((data, done))
+        wake.release()
+        await done
 
     return write
 
 
-def _parse(line: bytes) -> SessionMessage | Exception:
-    try:
-        return SessionMessage(types.jsonrpc_message_adapter.validate_json(line.decode("utf-8", "replace"),
-                                                                          by_name=False))
-    except Exception as exc:  # what the SDK's reader does with a bad line: hand the exception to the session
-        return exc
-
-
-@asynccontextmanager
-async def stdio_transport(first: FirstMessage) -> AsyncIterator[tuple[Any, Any]]:
-    """(read_stream, write_stream) for `BridgeServer.serve`, over this process's stdin and stdout."""
-    claim = _Claim()
-    try:
-        wire_in = claim.take(0, lambda: os.open(os.devnull, os.O_RDONLY))
-        wire_out = claim.take(1, lambda: os.dup(2))
-        async with AsyncExitStack() as stack:
-            read = await _pipe_reader(wire_in, stack) if _is_pipe(wire_in) else _thread_reader(wire_in)
-            # A stdout that is the same pipe as stderr (`2>&1`) shares its file description, and making
-            # it non-blocking would make stderr writes fail with EAGAIN: write it in a thread instead.
-            pipe_out = _is_pipe(wire_out) and not _same_file(wire_out, 2)
-            write = await _pipe_writer(wire_out, stack) if pipe_out else _thread_writer(wire_out)
-            async with _streams(first, read, write) as streams:
-                yield streams
-    finally:
-        claim.release()
-
-
-@asynccontextmanager
-async def _streams(first: FirstMessage, read: Callable[[], Awaitable[bytes]],
-                   write: Callable[[bytes], Awaitable[None]]) -> AsyncIterator[tuple[Any, Any]]:
-    to_server, server_reads = anyio.create_memory_object_stream[SessionMessage | Exception](0)
-    server_writes, to_client = anyio.create_memory_object_stream[SessionMessage](0)
-    reader_scope = anyio.CancelScope()
-
-    async def reader() -> None:
-        with reader_scope:
-            async with to_server:
-                buffer = bytearray()
-                if first.line.endswith(b"\n"):
-                    if first.line.strip():
-                        await to_server.send(_parse(first.line))
-                else:  # cut short by early_initialize's length cap: the rest of the line follows
-                    buffer += first.line
-                searched = 0
-                while True:
-                    chunk = await read()
-                    if not chunk:
-                        if buffer:  # a last line without a newline, which the SDK's reader also yields
-                            await to_server.send(_parse(bytes(buffer)))
-                        return
-                    buffer += chunk
-                    start = 0
-                    while (end := buffer.find(b"\n", max(start, searched))) >= 0:
-                        await to_server.send(_parse(bytes(buffer[start:end + 1])))
-                        start = end + 1
-                    del buffer[:start]
-                    searched = len(buffer)
-
-    async def writer() -> None:
-        pending = first.answered
-        async with to_client:
-            async for outgoing in to_client:
-                data = outgoing.message.model_dump_json(by_alias=True, exclude_unset=True)
-                if pending is not None and isinstance(outgoing.message, types.JSONRPCResponse) \
-                        and outgoing.message.id == pending["id"]:
-                    if json.loads(data) != pending:
-                        log.error("early initialize answer differed from the SDK's: sent %s, SDK %s",
-                                  pending, data)
-                    pending = None
-                    continue
-                await write((data + "\n").encode())
-
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(reader)
-        tg.start_soon(writer)
-        try:
-            yield server_reads, server_writes
-        finally:
-            server_writes.close()  # the writer sends what is left, then ends
-            reader_scope.cancel()
+def _settle(future: asyncio.Future[None], error: OSError | None) -> None:
+    if future.done():
+        return
+    if error is None:
+        future.set_result(None)
+    else:
+        future.set_exception(error)

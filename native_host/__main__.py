@@ -7,11 +7,10 @@ connect.
 
 from __future__ import annotations
 
-import asyncio
 import os
-import socket
 import sys
 
+from mcp_bridge.selfguard import blank_secret_environ
 from native_host import PROTOCOL_VERSION, __version__
 from native_host.host import run
 from native_host.log import Log
@@ -32,7 +31,7 @@ TRANSPORTS = ("unix", "ws")
 
 
 def default_transport() -> str:
-    return "unix" if hasattr(socket, "AF_UNIX") and sys.platform != "win32" else "ws"
+    return "ws" if sys.platform == "win32" else "unix"
 
 
 def parse_args(argv: list[str]) -> tuple[str, str | None]:
@@ -82,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"compass-bridge-native-host {__version__} (protocol v{PROTOCOL_VERSION})")
         return 0
     transport, error = parse_args(args)
+    # The browser's environment is the user's: no other process of theirs should read a key in it from our /proc.
+    blank_secret_environ()
     stdin_fd, stdout_fd = claim_stdio()
     log = Log.open()
     log(f"started (version {__version__}, transport {transport}) with arguments {args}")
@@ -90,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write(f"compass-bridge-native-host: {error}\n")
         return 2
     try:
-        return asyncio.run(run(transport, log, stdin_fd, stdout_fd))
+        return run(transport, log, stdin_fd, stdout_fd)
     finally:
         log("exited")
         log.close()

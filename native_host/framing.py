@@ -33,7 +33,10 @@ class FrameTooLarge(Exception):
         self.limit = limit
 
 
-def frame(*parts: bytes | memoryview) -> bytes:
+Bytes = bytes | bytearray | memoryview
+
+
+def frame(*parts: Bytes) -> bytes:
     """One frame whose payload is `parts` joined, built in a single copy."""
     return b"".join((HEADER.pack(sum(len(p) for p in parts)), *parts))
 
@@ -59,9 +62,10 @@ class FrameDecoder:
     already hold the bytes.
     """
 
-    def __init__(self, max_size: int) -> None:
+    def __init__(self, max_size: int, read_size: int = READ_SIZE) -> None:
         self.max_size = max_size
-        self._buf = bytearray(READ_SIZE)
+        self.read_size = read_size
+        self._buf = bytearray(read_size)
         self._start = 0  # the bytes not yet returned as frames are self._buf[self._start : self._end]
         self._end = 0
 
@@ -69,6 +73,16 @@ class FrameDecoder:
     def buffered(self) -> int:
         """Bytes received that do not yet form a complete frame."""
         return self._end - self._start
+
+    @property
+    def capacity(self) -> int:
+        """Bytes of memory the buffer holds now, received or reserved for what the frame under way announced."""
+        return len(self._buf)
+
+    def release(self) -> None:
+        """Let go of the buffer (the connection is over); the decoder is not used afterwards."""
+        self._buf = bytearray()
+        self._start = self._end = 0
 
     def _missing(self) -> int:
         """Bytes still to come of the frame under way, as far as its header tells (0 before the header is in)."""
@@ -82,19 +96,19 @@ class FrameDecoder:
         return missing
 
     def get_buffer(self, sizehint: int = -1) -> memoryview:
-        """Free space for the next read: at least READ_SIZE bytes, or the rest of the frame under way (up to KEEP)
-        so that it arrives in place. `sizehint` (asyncio's) is ignored. The view must be released (it is dropped
-        after the read by asyncio) before the next call."""
+        """Free space for the next read: at least `read_size` bytes, or the rest of the frame under way (up to
+        KEEP) so that it arrives in place. `sizehint` (asyncio's) is ignored. The view must be released before the
+        next call."""
         held = self._end - self._start
         missing = self._missing()
-        want = max(READ_SIZE, min(missing, KEEP))
+        want = max(self.read_size, min(missing, KEEP))
         capacity = len(self._buf)
         if held + want > capacity:
             # Grow: geometrically past KEEP, so a long frame costs O(its size) in copies, never past the frame.
             self._reallocate(max(held + want, min(2 * capacity, held + missing)))
         elif capacity > KEEP and held + want <= KEEP:
             # A long frame is done with: do not keep its memory for the life of the connection.
-            self._reallocate(max(READ_SIZE, held + want))
+            self._reallocate(max(self.read_size, held + want))
         elif capacity - self._end < want:
             # Move the start of a partial frame to the front (at most one frame's bytes, usually a few).
             self._buf[:held] = self._buf[self._start : self._end]
@@ -110,25 +124,33 @@ class FrameDecoder:
 
     def buffer_updated(self, nbytes: int) -> list[bytes]:
         """Take `nbytes` just read into the last `get_buffer()`; the payloads of the frames now complete."""
+        return [view.tobytes() for view in self.views_updated(nbytes)]
+
+    def views_updated(self, nbytes: int) -> list[memoryview]:
+        """Like `buffer_updated`, but the payloads are views of the buffer, without a copy: they are valid only
+        until the next `get_buffer()`, whose read may overwrite them. Whoever keeps a payload longer copies it."""
         self._end += nbytes
         buf = self._buf
-        frames: list[bytes] = []
+        frames: list[memoryview] = []
         start = self._start
         end_of_data = self._end
-        with memoryview(buf) as view:
-            while end_of_data - start >= HEADER.size:
-                (size,) = HEADER.unpack_from(buf, start)
-                if size > self.max_size:
-                    self._start = start
-                    raise FrameTooLarge(size, self.max_size)
-                end = start + HEADER.size + size
-                if end > end_of_data:
-                    break
-                # One copy out of the buffer, which the next read overwrites.
-                frames.append(view[start + HEADER.size : end].tobytes())
-                start = end
+        view = memoryview(buf)
+        while end_of_data - start >= HEADER.size:
+            (size,) = HEADER.unpack_from(buf, start)
+            if size > self.max_size:
+                self._start = start
+                raise FrameTooLarge(size, self.max_size)
+            end = start + HEADER.size + size
+            if end > end_of_data:
+                break
+            frames.append(view[start + HEADER.size : end])
+            start = end
         if start == end_of_data:
             start = self._end = 0  # all consumed: the next read lands at the front again, no move needed
+            if len(buf) > KEEP:
+                # A long frame is done with: let its memory go now, not at the next read, which may never come.
+                # The views handed out keep the old buffer alive as long as they are used.
+                self._buf = bytearray(self.read_size)
         self._start = start
         return frames
 

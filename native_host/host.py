@@ -6,17 +6,14 @@ under that client's own id. Replies are never broadcast: that is how another hos
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import os
 import re
-import signal
 import sys
-from pathlib import Path
-from typing import Any, Protocol
+import time
 
 from native_host import PROTOCOL_VERSION, __version__
-from native_host.framing import MIB, TO_BROWSER_MAX, frame
+from native_host.framing import MIB, TO_BROWSER_MAX, Bytes
 from native_host.log import Log
 from native_host.protocol import (
     BAD_REQUEST,
@@ -28,32 +25,57 @@ from native_host.protocol import (
     ClientId,
     MalformedMessage,
     dumps,
-    encode,
+    dumps_scalar,
     error_body,
     parse,
     valid_client_id,
 )
-from native_host.runtime_dir import UnsafeRuntimeDir, ensure_private_dir, remove_stale, runtime_dir
+from native_host.runs import RunRelay
+from native_host.runtime_dir import UnsafeRuntimeDir, ensure_private_dir, remove_stale, runtime_dir_name
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing, ~2 ms of the start-up the browser waits for
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any, Protocol
+
+    from native_host.loop import Cancellable, Loop
+
+    class BrowserLink(Protocol):
+        """The browser's side of the relay: frames out on stdout (its frames in arrive via Host.browser_frame)."""
+
+        def write_frame(self, *parts: Bytes) -> None:
+            """Send one frame whose payload is `parts` joined; the parts need to stay valid only during the call."""
+
+        def close(self, then: Callable[[], object]) -> None:
+            """Stop reading, flush what is still queued for the browser (briefly), close stdout, then call `then`."""
+
+    class Listener(Protocol):
+        """A started transport: where clients reach it, and how to stop it (removing its file from the run dir)."""
+
+        @property
+        def address(self) -> str: ...
+
+        def close(self) -> None: ...
 
 MAX_CLIENT_BACKLOG = 96 * MIB
 """Unsent bytes a client may fall behind by. A client that stopped reading is disconnected once the next message
 would take it past this, so it costs bounded memory and never holds up anyone else. Above the largest single
 frame, so a client that reads, however slowly, is never cut off for receiving one big result."""
+MAX_TOTAL_BACKLOG = 192 * MIB
+"""Unsent bytes for all clients together; past it the client furthest behind is disconnected."""
+MAX_PARTIAL_TOTAL = 64 * MIB
+"""Memory held for client frames that have not fully arrived, all connections together (one connection holds at
+most one frame, of at most FROM_CLIENT_MAX). Past it, the connection whose frame has been unfinished longest is
+closed: a client writing a frame in one go finishes it in milliseconds, one that stalls halfway is the suspect."""
+MAX_CLIENTS = 64
+"""Client connections at once, on any transport (counting WebSocket connections still authenticating)."""
 CLIENT_CLOSE_GRACE = 0.5
 """Seconds the host spends, on its way out, letting clients read their last replies."""
 
 # What Chrome writes for a successful reply from the reference extension: `{type, id, result}` in that order,
 # compact. Such a frame is forwarded without parsing its (possibly megabytes of) result.
 _PLAIN_RESULT = re.compile(rb'\{"type":"tool_response","id":([1-9][0-9]{0,15}),"result":')
-
-
-class BrowserLink(Protocol):
-    """The browser's side of the relay: frames out on stdout (its frames in arrive via Host.browser_frame)."""
-
-    def write(self, data: bytes) -> None: ...
-
-    async def aclose(self) -> None:
-        """Flush what is still queued for the browser, briefly, and close stdout."""
+_CLOSE_BRACE = ord("}")
 
 
 class ClientConn:
@@ -70,18 +92,25 @@ class ClientConn:
         """This client's request ids → the host-wide ids the browser knows them by."""
         self.tag = b""
         """`{"id":…,"name":…}`, serialized once for every tool_request of this client."""
+        self.partial_since = 0.0
+        """When the frame now arriving began to arrive (time.monotonic()); 0 when none is under way."""
 
     def describe(self) -> str:
         pid = f" pid {self.pid}" if self.pid is not None else ""
         return f"client {self.id} ({self.name}{pid})"
 
     # What each transport provides.
-    def write(self, data: bytes) -> None:
+    def send_frame(self, *parts: Bytes) -> None:
+        """Queue one frame whose payload is `parts` joined (valid only during the call: copy what is kept)."""
         raise NotImplementedError
 
     def backlog(self) -> int:
         """Bytes written but not yet taken by the peer."""
         raise NotImplementedError
+
+    def partial(self) -> int:
+        """Bytes of memory held for a frame that has not fully arrived."""
+        return 0
 
     def pause_reading(self) -> None:
         raise NotImplementedError
@@ -90,15 +119,17 @@ class ClientConn:
         raise NotImplementedError
 
     def close(self) -> None:
-        """Send what is queued, then close."""
+        """Send what is queued, then close; the transport calls Host.client_gone once closed."""
         raise NotImplementedError
 
     def abort(self) -> None:
         """Close now, dropping what is queued."""
         raise NotImplementedError
 
-    async def wait_closed(self) -> None:
-        raise NotImplementedError
+    def refuse(self, payload: bytes) -> None:
+        """Send this last message (an `error`) and close, so that the client can read it."""
+        self.send_frame(payload)
+        self.close()
 
 
 class _Pending:
@@ -112,17 +143,26 @@ class _Pending:
 class Host:
     """Routing state, independent of how bytes travel."""
 
-    def __init__(self, log: Log) -> None:
+    def __init__(self, log: Log, loop: Loop) -> None:
         self.log = log
+        self.loop = loop
         self.browser: BrowserLink | None = None
         self.extension: dict[str, Any] | None = None
         self.tools: list[dict[str, Any]] = []
         self.clients: dict[int, ClientConn] = {}
+        self.connecting = 0
+        """Connections accepted but not yet clients (WebSocket ones authenticating): they count against
+        MAX_CLIENTS too."""
         self._pending: dict[int, _Pending] = {}
         self._request_ids = itertools.count(1)
         self._client_ids = itertools.count(1)
         self._reading_paused = False
-        self._stopped: asyncio.Future[tuple[str, str]] = asyncio.get_running_loop().create_future()
+        self.on_stop: Callable[[str, str], object] | None = None
+        """What `stop` sets going (the run's shutdown sequence)."""
+        self._stopping = False
+        self._all_gone: Callable[[], None] | None = None
+        self.runs = RunRelay(self)
+        """Agent runs between the browser and the run service's link (native_host/runs.py)."""
 
     def new_client_id(self) -> int:
         return next(self._client_ids)
@@ -130,39 +170,60 @@ class Host:
     # ---- lifecycle ------------------------------------------------------------------------------------------
 
     def stop(self, code: str, message: str) -> None:
-        """Ask `run` to wind down; pending requests will fail with `code`."""
-        if not self._stopped.done():
-            self._stopped.set_result((code, message))
-
-    async def stopped(self) -> tuple[str, str]:
-        return await self._stopped
+        """Wind down (once): pending requests fail with `code`, clients get their last replies, the loop stops."""
+        if self._stopping:
+            return
+        self._stopping = True
+        if self.on_stop is not None:
+            self.on_stop(code, message)
 
     def browser_closed(self, why: str) -> None:
         self.stop(BROWSER_DISCONNECTED, f"the browser closed its connection to the native host ({why})")
 
-    def shut_down(self, code: str, message: str) -> None:
-        """Fail every pending request with `code`, then close every client after its last reply."""
+    def shut_down(self, code: str, message: str, then: Callable[[], object]) -> None:
+        """Fail every pending request with `code`, close every client after its last reply (for at most
+        CLIENT_CLOSE_GRACE seconds, then drop the rest), then call `then`."""
         # Settle everything first: sending may drop a slow client, which would withdraw its requests again.
         pending, self._pending = self._pending, {}
         for conn in self.clients.values():
             conn.inflight.clear()
         for request in pending.values():
-            self.send(request.conn, encode({"type": "response", "id": request.client_id,
-                                            "error": error_body(code, message)}))
+            self.send(request.conn, dumps({"type": "response", "id": request.client_id,
+                                           "error": error_body(code, message)}))
+        done = False
+        timer: Cancellable | None = None
+
+        def finish() -> None:
+            nonlocal done
+            if done:
+                return
+            done = True
+            if timer is not None:
+                timer.cancel()
+            for conn in list(self.clients.values()):
+                conn.abort()
+                self.client_gone(conn)
+            then()
+
+        self._all_gone = finish
+        if not self.clients:
+            finish()
+            return
+        timer = self.loop.call_later(CLIENT_CLOSE_GRACE, finish)
         for conn in list(self.clients.values()):
             conn.close()
 
-    async def wait_clients_closed(self) -> None:
-        waits = [asyncio.ensure_future(conn.wait_closed()) for conn in list(self.clients.values())]
-        if not waits:
-            return
-        _, late = await asyncio.wait(waits, timeout=CLIENT_CLOSE_GRACE)
-        for conn in list(self.clients.values()):
-            conn.abort()
-        for task in late:
-            task.cancel()
-
     # ---- clients --------------------------------------------------------------------------------------------
+
+    def room_for_client(self) -> str | None:
+        """Why a new connection cannot be taken now (the connection cap), or None if it can."""
+        if self._stopping:
+            return "the native host is stopping"
+        held = len(self.clients) + self.connecting
+        if held >= MAX_CLIENTS:
+            return (f"the native host already has {held} connections, its limit of {MAX_CLIENTS}; close sessions "
+                    "you no longer use, or retry later")
+        return None
 
     def client_connected(self, conn: ClientConn) -> None:
         self.clients[conn.id] = conn
@@ -175,26 +236,72 @@ class Host:
             return
         conn.gone = True
         self.clients.pop(conn.id, None)
+        self.runs.gone(conn)
         for request_id in conn.inflight.values():
             del self._pending[request_id]
-            self._to_browser(encode({"type": "tool_cancel", "id": request_id}))
+            self._to_browser(b'{"type":"tool_cancel","id":%d}' % request_id)
         conn.inflight.clear()
         if conn.welcomed:
             self.log(f"{conn.describe()} disconnected")
             self._announce_clients()
+        if not self.clients and self._all_gone is not None:
+            self._all_gone()
 
-    def send(self, conn: ClientConn, data: bytes) -> None:
+    def _drop(self, conn: ClientConn, why: str) -> None:
+        self.log.refusal("dropped", f"{conn.describe()} {why}; disconnecting it")
+        conn.abort()
+        self.client_gone(conn)
+
+    def send(self, conn: ClientConn, *parts: Bytes) -> None:
         if conn.gone:
             return
         backlog = conn.backlog()
-        if backlog and backlog + len(data) > MAX_CLIENT_BACKLOG:
-            self.log(f"{conn.describe()} stopped reading ({backlog} bytes unsent); disconnecting it")
-            conn.abort()
-            self.client_gone(conn)
-            return
-        conn.write(data)
+        if backlog:
+            size = sum(len(p) for p in parts)
+            if backlog + size > MAX_CLIENT_BACKLOG:
+                self._drop(conn, f"stopped reading ({backlog} bytes unsent, limit {MAX_CLIENT_BACKLOG})")
+                return
+        conn.send_frame(*parts)
+        if conn.backlog():
+            self._check_total_backlog()
 
-    def client_frame(self, conn: ClientConn, payload: bytes) -> None:
+    def _check_total_backlog(self) -> None:
+        backlogs = {conn: conn.backlog() for conn in self.clients.values()}
+        total = sum(backlogs.values())
+        while total > MAX_TOTAL_BACKLOG:
+            slowest = max(backlogs, key=backlogs.__getitem__)
+            self._drop(slowest, f"is furthest behind ({backlogs[slowest]} bytes unsent) while all clients together "
+                       f"are {total} bytes behind, over the limit of {MAX_TOTAL_BACKLOG}")
+            total -= backlogs.pop(slowest)
+
+    def check_partial(self, conn: ClientConn) -> None:
+        """After `conn` read part of a frame: keep the memory held for unfinished frames of all clients under
+        MAX_PARTIAL_TOTAL, closing the connections whose frames have been unfinished longest."""
+        held = {c: c.partial() for c in self.clients.values()}
+        held[conn] = conn.partial()  # it may not be a client yet
+        total = sum(held.values())
+        while total > MAX_PARTIAL_TOTAL:
+            stalled = min((c for c in held if held[c]), key=lambda c: c.partial_since)
+            self.log.refusal("partial", f"{stalled.describe()} has had a frame unfinished for "
+                             f"{time.monotonic() - stalled.partial_since:.1f} s while unfinished frames hold {total} "
+                             f"bytes, over the limit of {MAX_PARTIAL_TOTAL}; closing it")
+            stalled.refuse(dumps({"type": "error", "code": TOO_LARGE, "message": (
+                f"the host is holding {total} bytes of unfinished frames from its clients, over its limit of "
+                f"{MAX_PARTIAL_TOTAL}, and this connection's frame has been unfinished longest; closing it. Send "
+                "each frame whole, without pausing in the middle")}))
+            total -= held.pop(stalled)
+
+    def client_frame(self, conn: ClientConn, payload: Bytes) -> None:
+        """One frame from a client. Anything that goes wrong handling it is answered and logged; the connection
+        stays open."""
+        try:
+            self._client_frame(conn, payload)
+        except Exception as exc:  # a bug; the client still deserves an answer, and everyone else the relay
+            self.log(f"error handling a frame from {conn.describe()}: {type(exc).__name__}: {exc}")
+            self._client_error(conn, BAD_REQUEST, f"the host could not handle this message ({type(exc).__name__}: "
+                               f"{exc}); the connection stays open")
+
+    def _client_frame(self, conn: ClientConn, payload: Bytes) -> None:
         try:
             message = parse(payload)
         except MalformedMessage as exc:
@@ -206,20 +313,20 @@ class Host:
         elif kind == "cancel":
             self._cancel(conn, message.get("id"))
         elif kind == "ping":
-            self.send(conn, encode(_pong(message)))
+            self.send(conn, dumps(_pong(message)))
         elif kind == "hello":
             self._hello(conn, message)
         elif kind == "request":
             self._client_error(conn, BAD_REQUEST, "send `hello` before any request", message.get("id"))
-        else:
+        elif not (conn.welcomed and self.runs.from_client(conn, kind, payload)):
             self._client_error(conn, BAD_REQUEST, f"unknown message type {kind!r}; protocol v{PROTOCOL_VERSION} "
-                               "clients send hello, request, cancel or ping")
+                               "clients send hello, request, cancel, ping (or run_* when serving agent runs)")
 
     def _client_error(self, conn: ClientConn, code: str, message: str, request_id: object = None) -> None:
         body: dict[str, Any] = {"type": "error", "code": code, "message": message}
         if valid_client_id(request_id):
             body["id"] = request_id
-        self.send(conn, encode(body))
+        self.send(conn, dumps(body))
 
     def _hello(self, conn: ClientConn, message: dict[str, Any]) -> None:
         info = message.get("client")
@@ -232,7 +339,7 @@ class Host:
         conn.tag = dumps({"id": conn.id, "name": conn.name})
         first = not conn.welcomed
         conn.welcomed = True
-        self.send(conn, encode({
+        self.send(conn, dumps({
             "type": "welcome",
             "host": {"version": __version__, "pid": os.getpid(), "protocol": PROTOCOL_VERSION},
             "client": {"id": conn.id},
@@ -243,8 +350,9 @@ class Host:
             version = info.get("version")
             self.log(f"{conn.describe()} connected" + (f", version {version}" if isinstance(version, str) else ""))
         self._announce_clients()
+        self.runs.hello(conn, info)
 
-    def _request(self, conn: ClientConn, message: dict[str, Any], payload: bytes) -> None:
+    def _request(self, conn: ClientConn, message: dict[str, Any], payload: Bytes) -> None:
         client_id = message.get("id")
         if not valid_client_id(client_id):
             self._client_error(conn, BAD_REQUEST, "a request needs an `id`: an integer, or a string of at most 256 "
@@ -262,33 +370,35 @@ class Host:
         elif not isinstance(args, dict):
             problem = "`args` must be a JSON object"
         if problem:
-            self.send(conn, encode({"type": "response", "id": client_id, "error": error_body(BAD_REQUEST, problem)}))
+            self.send(conn, dumps({"type": "response", "id": client_id, "error": error_body(BAD_REQUEST, problem)}))
             return
         request_id = next(self._request_ids)
-        data = self._tool_request(conn, request_id, message, payload)
-        size = len(data) - 4
+        parts = self._tool_request(conn, request_id, message, payload)
+        size = sum(len(p) for p in parts)
         if size > TO_BROWSER_MAX:
-            self.send(conn, encode({"type": "response", "id": client_id, "error": error_body(
+            self.send(conn, dumps({"type": "response", "id": client_id, "error": error_body(
                 TOO_LARGE, f"the request to {tool} is {size} bytes as sent to the browser, over the {TO_BROWSER_MAX}"
                 "-byte limit of one native message (Chrome would drop the connection); send less in one request")}))
             return
         self._pending[request_id] = _Pending(conn, client_id)
         conn.inflight[client_id] = request_id
-        self._to_browser(data)
+        self._to_browser(*parts)
 
-    def _tool_request(self, conn: ClientConn, request_id: int, message: dict[str, Any], payload: bytes) -> bytes:
-        """The tool_request frame; when the client wrote the canonical layout, its args bytes are reused as is."""
-        tool_json = dumps(message["tool"])
-        if len(message) == 4 and "args" in message and payload.endswith(b"}"):
-            prefix = b'{"type":"request","id":%s,"tool":%s,"args":' % (dumps(message["id"]), tool_json)
-            if payload.startswith(prefix):
+    def _tool_request(self, conn: ClientConn, request_id: int, message: dict[str, Any], payload: Bytes
+                      ) -> tuple[Bytes, ...]:
+        """The tool_request payload, in parts; when the client wrote the canonical layout, its args bytes are
+        reused as they are."""
+        tool_json = dumps_scalar(message["tool"])
+        if len(message) == 4 and "args" in message and payload[-1] == _CLOSE_BRACE:
+            prefix = b'{"type":"request","id":%s,"tool":%s,"args":' % (dumps_scalar(message["id"]), tool_json)
+            if payload[: len(prefix)] == prefix:
                 # The whole frame parsed as JSON, so what follows `"args":` is the args value (plus any repeated
                 # keys, which JSON readers resolve the same way, last one wins). The host's own keys go last so
                 # nothing in those bytes can override them.
                 ours = b',"type":"tool_request","id":%d,"tool":%s,"client":%s}' % (request_id, tool_json, conn.tag)
-                return frame(b'{"args":', memoryview(payload)[len(prefix) : -1], ours)
-        return encode({"type": "tool_request", "id": request_id, "tool": message["tool"],
-                       "args": message.get("args", {}), "client": {"id": conn.id, "name": conn.name}})
+                return b'{"args":', memoryview(payload)[len(prefix) : -1], ours
+        return (dumps({"type": "tool_request", "id": request_id, "tool": message["tool"],
+                       "args": message.get("args", {}), "client": {"id": conn.id, "name": conn.name}}),)
 
     def _cancel(self, conn: ClientConn, client_id: object) -> None:
         if not valid_client_id(client_id):
@@ -298,24 +408,24 @@ class Host:
         if request_id is None:
             return  # answered while the cancel was on its way: nothing left to do
         del self._pending[request_id]
-        self._to_browser(encode({"type": "tool_cancel", "id": request_id}))
-        self.send(conn, encode({"type": "response", "id": client_id,
-                                "error": error_body(CANCELLED, "cancelled at the client's request")}))
+        self._to_browser(b'{"type":"tool_cancel","id":%d}' % request_id)
+        self.send(conn, dumps({"type": "response", "id": client_id,
+                               "error": error_body(CANCELLED, "cancelled at the client's request")}))
 
     def _announce_clients(self) -> None:
         listing = [{"id": c.id, "name": c.name, "pid": c.pid} for c in self.clients.values() if c.welcomed]
-        self._to_browser(encode({"type": "clients", "clients": listing}))
+        self._to_browser(dumps({"type": "clients", "clients": listing}))
 
-    def _broadcast(self, data: bytes) -> None:
+    def _broadcast(self, *parts: Bytes) -> None:
         for conn in list(self.clients.values()):
             if conn.welcomed:
-                self.send(conn, data)
+                self.send(conn, *parts)
 
     # ---- browser --------------------------------------------------------------------------------------------
 
-    def _to_browser(self, data: bytes) -> None:
+    def _to_browser(self, *parts: Bytes) -> None:
         if self.browser is not None:
-            self.browser.write(data)
+            self.browser.write_frame(*parts)
 
     def pause_clients(self) -> None:
         """The browser is not keeping up: stop reading requests until it drains."""
@@ -334,15 +444,22 @@ class Host:
             del pending.conn.inflight[pending.client_id]
         return pending
 
-    def browser_frame(self, payload: bytes) -> None:
+    def browser_frame(self, payload: Bytes) -> None:
+        """One frame from the browser. A failure handling it is logged; the relay goes on."""
+        try:
+            self._browser_frame(payload)
+        except Exception as exc:  # a bug: one bad frame must not end the relay for every client
+            self.log(f"error handling a frame from the browser: {type(exc).__name__}: {exc}")
+
+    def _browser_frame(self, payload: Bytes) -> None:
         plain = _PLAIN_RESULT.match(payload)
-        if plain is not None and payload.endswith(b"}"):
+        if plain is not None and payload[-1] == _CLOSE_BRACE:
             # Splice the result bytes through untouched; `type` and `id` go last, so they win over anything the
             # result bytes might repeat.
             pending = self._settle(int(plain[1]))
             if pending is not None:
-                self.send(pending.conn, frame(b'{"result":', memoryview(payload)[plain.end() : -1],
-                                              b',"type":"response","id":%s}' % dumps(pending.client_id)))
+                self.send(pending.conn, b'{"result":', memoryview(payload)[plain.end() : -1],
+                          b',"type":"response","id":%s}' % dumps_scalar(pending.client_id))
             return
         try:
             message = parse(payload)
@@ -353,12 +470,12 @@ class Host:
         if kind == "tool_response":
             self._tool_response(message)
         elif kind == "event":
-            self._broadcast(frame(payload))
+            self._broadcast(payload)
         elif kind == "hello":
             self._extension_hello(message)
         elif kind == "ping":
-            self._to_browser(encode(_pong(message)))
-        else:
+            self._to_browser(dumps(_pong(message)))
+        elif not self.runs.from_browser(kind, message, payload):
             self.log(f"ignoring a browser message of unknown type {kind!r}")
 
     def _tool_response(self, message: dict[str, Any]) -> None:
@@ -375,7 +492,7 @@ class Host:
                               "message": text if isinstance(text, str) else dumps(text).decode()}
         else:
             reply["result"] = message.get("result")
-        self.send(pending.conn, encode(reply))
+        self.send(pending.conn, dumps(reply))
 
     def _extension_hello(self, message: dict[str, Any]) -> None:
         extension, tools = message.get("extension"), message.get("tools")
@@ -384,7 +501,7 @@ class Host:
         name = self.extension.get("name") if self.extension else None
         version = self.extension.get("version") if self.extension else None
         self.log(f"extension {name!r} {version!r} says hello with {len(self.tools)} tools")
-        self._broadcast(encode({"type": "tools", "tools": self.tools, "extension": self.extension}))
+        self._broadcast(dumps({"type": "tools", "tools": self.tools, "extension": self.extension}))
         self._announce_clients()
 
 
@@ -395,56 +512,78 @@ def _pong(ping: dict[str, Any]) -> dict[str, Any]:
     return pong
 
 
-class Listener(Protocol):
-    """A started transport: where clients reach it, and how to stop it (removing its file from the run dir)."""
-
-    @property
-    def address(self) -> str: ...
-
-    async def aclose(self) -> None: ...
-
-
 class HostStartError(Exception):
     """The host cannot listen for clients; the message says why and what to do."""
 
 
-async def run(transport: str, log: Log, stdin_fd: int, stdout_fd: int) -> int:
+def run(transport: str, log: Log, stdin_fd: int, stdout_fd: int) -> int:
     """Relay until the browser goes away (or a signal arrives). The exit status for the process."""
     from native_host.stdio import open_browser
 
-    host = Host(log)
-    browser = await open_browser(host, stdin_fd, stdout_fd)
+    def on_error(where: str, exc: BaseException) -> None:
+        log(f"error in {where}: {type(exc).__name__}: {exc}")
+
+    loop: Loop
+    if transport == "ws":
+        import asyncio  # the WebSocket library runs on asyncio: only then is it imported
+
+        loop = asyncio.SelectorEventLoop()  # add_reader on sockets everywhere (Windows' default loop has none)
+        asyncio.set_event_loop(loop)
+        loop.set_exception_handler(lambda _loop, context: log(f"error: {context.get('message')}: "
+                                                               f"{context.get('exception')!r}"))
+        run_loop = loop.run_forever
+    else:
+        from native_host.loop import SelectLoop
+
+        select_loop = SelectLoop(on_error)
+        loop, run_loop = select_loop, select_loop.run_forever
+    host = Host(log, loop)
+    status = 0
+
+    def finished() -> None:
+        loop.stop()
+
+    def stop(code: str, message: str) -> None:
+        log(f"stopping: {message}")
+        if listener is not None:
+            listener.close()
+        host.shut_down(code, message, then=lambda: browser.close(then=finished))
+
+    host.on_stop = stop
+    listener: Listener | None = None
+    browser = open_browser(host, loop, stdin_fd, stdout_fd)
     try:
-        run_dir = ensure_private_dir(runtime_dir())
+        run_dir = ensure_private_dir(runtime_dir_name())
         for path in remove_stale(run_dir):
-            log(f"removed {path.name}, left behind by a host that is no longer running")
-        listener = await _listen(transport, host, run_dir)
+            log(f"removed {os.path.basename(path)}, left behind by a host that is no longer running")
+        listener = _listen(transport, host, loop, run_dir)
     except (UnsafeRuntimeDir, HostStartError, OSError) as exc:
         log(f"cannot start: {exc}")
-        browser.write(encode({"type": "error", "code": HOST_UNAVAILABLE,
-                              "message": f"compass-bridge native host cannot start: {exc}"}))
-        await browser.aclose()
-        return 1
-    log(f"listening on {listener.address}")
-    loop = asyncio.get_running_loop()
-    if sys.platform != "win32":
-        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            name = signal.Signals(signum).name
-            loop.add_signal_handler(signum, host.stop, HOST_UNAVAILABLE, f"the native host was stopped ({name})")
-    code, message = await host.stopped()
-    log(f"stopping: {message}")
-    await listener.aclose()
-    host.shut_down(code, message)
-    await host.wait_clients_closed()
-    await browser.aclose()
-    return 0
+        browser.write_frame(dumps({"type": "error", "code": HOST_UNAVAILABLE,
+                                   "message": f"compass-bridge native host cannot start: {exc}"}))
+        browser.close(then=finished)
+        status = 1
+    else:
+        log(f"listening on {listener.address}")
+        if sys.platform != "win32":
+            import signal
+
+            for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                name = signal.Signals(signum).name
+                loop.add_signal_handler(signum, host.stop, HOST_UNAVAILABLE, f"the native host was stopped ({name})")
+    run_loop()
+    log.summary()
+    return status
 
 
-async def _listen(transport: str, host: Host, run_dir: Path) -> Listener:
+def _listen(transport: str, host: Host, loop: Loop, run_dir: str) -> Listener:
     if transport == "unix" and sys.platform != "win32":
         from native_host.unix import start_unix
 
-        return await start_unix(host, run_dir)
+        return start_unix(host, loop, run_dir)
+    import asyncio
+
     from native_host.ws import start_ws  # imports websockets: only when asked for
 
-    return await start_ws(host, run_dir)
+    assert isinstance(loop, asyncio.AbstractEventLoop)
+    return loop.run_until_complete(start_ws(host, run_dir))

@@ -10,27 +10,41 @@ import contextlib
 import os
 import sys
 import time
-from pathlib import Path
-from typing import TextIO
 
 from native_host.runtime_dir import HOME_ENV, UnsafeRuntimeDir, ensure_private_dir
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing, ~2 ms of the start-up the browser waits for
+if TYPE_CHECKING:
+    from pathlib import Path
+    from typing import TextIO
+
 LOG_NAME = "native-host.log"
 ROTATE_AT = 1024 * 1024
+REFUSALS_IN_FULL = 20
+"""Refusals of one kind logged line by line; past that, one line per REFUSALS_PER_LINE more (and a count at exit),
+so that a flood of bad connections cannot fill the disk through the log."""
+REFUSALS_PER_LINE = 1000
 
 
 def log_dir() -> Path:
     """`$COMPASS_BRIDGE_HOME/logs`, else the platform's per-user log dir (the one platformdirs would pick)."""
+    from pathlib import Path
+
+    return Path(log_dir_name())
+
+
+def log_dir_name() -> str:
+    """`log_dir()` as a string, for the host (which does without pathlib: start-up time)."""
     home = os.environ.get(HOME_ENV)
     if home:
-        return Path(home).expanduser() / "logs"
+        return os.path.join(os.path.expanduser(home), "logs")
     if sys.platform == "darwin":
-        return Path.home() / "Library" / "Logs" / "compass-bridge"
+        return os.path.join(os.path.expanduser("~"), "Library", "Logs", "compass-bridge")
     if sys.platform == "win32":
-        local = os.environ.get("LOCALAPPDATA") or str(Path.home() / "AppData" / "Local")
-        return Path(local) / "compass-bridge" / "Logs"
+        local = os.environ.get("LOCALAPPDATA") or os.path.join(os.path.expanduser("~"), "AppData", "Local")
+        return os.path.join(local, "compass-bridge", "Logs")
     state = os.environ.get("XDG_STATE_HOME", "").strip() or "~/.local/state"
-    return Path(state).expanduser() / "compass-bridge" / "log"
+    return os.path.join(os.path.expanduser(state), "compass-bridge", "log")
 
 
 class Log:
@@ -39,16 +53,16 @@ class Log:
     def __init__(self, stream: TextIO) -> None:
         self._stream = stream
         self._tag = f"[{os.getpid()}]"
+        self._refusals: dict[str, int] = {}
 
     @classmethod
     def open(cls) -> Log:
         """The log file, rotated once it passes 1 MiB; stderr when the log dir cannot be used."""
         try:
-            directory = ensure_private_dir(log_dir())
-            path = directory / LOG_NAME
+            path = os.path.join(ensure_private_dir(log_dir_name()), LOG_NAME)
             try:
-                if path.stat().st_size > ROTATE_AT:
-                    path.replace(path.with_name(LOG_NAME + ".1"))
+                if os.stat(path).st_size > ROTATE_AT:
+                    os.replace(path, path + ".1")
             except FileNotFoundError:
                 pass
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
@@ -62,6 +76,20 @@ class Log:
         # A full disk or a closed stderr must not take the relay down.
         with contextlib.suppress(OSError, ValueError):
             self._stream.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {self._tag} {message}\n")
+
+    def refusal(self, kind: str, message: str) -> None:
+        """A connection or frame the host refused: logged, but in bulk only counted."""
+        count = self._refusals[kind] = self._refusals.get(kind, 0) + 1
+        if count <= REFUSALS_IN_FULL:
+            self(message)
+        elif count % REFUSALS_PER_LINE == 0:
+            self(f"{count} refusals of kind {kind!r} so far; the latest: {message}")
+
+    def summary(self) -> None:
+        """The count of every kind of refusal that was not logged line by line."""
+        for kind, count in self._refusals.items():
+            if count > REFUSALS_IN_FULL:
+                self(f"{count} refusals of kind {kind!r} in all")
 
     def close(self) -> None:
         if self._stream is not sys.stderr:

@@ -1,6 +1,7 @@
 """Where live hosts put their sockets, and the checks that make that directory safe to trust.
 
-Standard library only: the browser waits on the host's start-up.
+Standard library only, and not even pathlib on the host's start-up path (~3 ms the browser waits for): the host
+works with `str` paths; the functions for clients and the server return `Path`.
 """
 
 from __future__ import annotations
@@ -9,7 +10,13 @@ import os
 import re
 import stat
 import sys
-from pathlib import Path
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
+if TYPE_CHECKING:
+    from pathlib import Path
+    from typing import TypeVar
+
+    AnyPath = TypeVar("AnyPath", str, Path)
 
 HOME_ENV = "COMPASS_BRIDGE_HOME"
 
@@ -25,31 +32,38 @@ class UnsafeRuntimeDir(Exception):
 def runtime_dir() -> Path:
     """The per-user directory for sockets: `$COMPASS_BRIDGE_HOME/run`, `$XDG_RUNTIME_DIR/compass-bridge`,
     or a per-user folder in the temp dir, in that order."""
+    from pathlib import Path
+
+    return Path(runtime_dir_name())
+
+
+def runtime_dir_name() -> str:
+    """`runtime_dir()` as a string, for the host."""
     home = os.environ.get(HOME_ENV)
     if home:
-        return Path(home).expanduser() / "run"
+        return os.path.join(os.path.expanduser(home), "run")
     xdg = os.environ.get("XDG_RUNTIME_DIR")
-    if xdg and Path(xdg).is_dir():
-        return Path(xdg) / "compass-bridge"
+    if xdg and os.path.isdir(xdg):
+        return os.path.join(xdg, "compass-bridge")
     import tempfile  # only here: it costs the host several milliseconds of start-up
 
     user = str(os.getuid()) if hasattr(os, "getuid") else os.environ.get("USERNAME", "user")
-    return Path(tempfile.gettempdir()) / f"compass-bridge-{user}"
+    return os.path.join(tempfile.gettempdir(), f"compass-bridge-{user}")
 
 
-def ensure_private_dir(path: Path) -> Path:
+def ensure_private_dir(path: AnyPath) -> AnyPath:
     """Create `path` as 0700 if missing; refuse one that is a symlink, not ours, or open to others."""
     try:
-        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.makedirs(path, mode=0o700, exist_ok=True)
     except FileExistsError as exc:
         raise UnsafeRuntimeDir(f"{path} exists and is not a directory") from exc
     check_private_dir(path)
     return path
 
 
-def check_private_dir(path: Path) -> None:
+def check_private_dir(path: str | Path) -> None:
     """Raise UnsafeRuntimeDir unless `path` is a real directory owned by this user with mode 0700."""
-    st = path.lstat()
+    st = os.lstat(path)
     if stat.S_ISLNK(st.st_mode):
         raise UnsafeRuntimeDir(f"refusing runtime dir {path}: it is a symlink; remove it and try again")
     if not stat.S_ISDIR(st.st_mode):
@@ -68,16 +82,18 @@ def check_private_dir(path: Path) -> None:
         )
 
 
-def socket_path(run_dir: Path, pid: int) -> Path:
-    return run_dir / f"{pid}.sock"
+def socket_path(run_dir: str, pid: int) -> str:
+    return os.path.join(run_dir, f"{pid}.sock")
 
 
-def ws_info_path(run_dir: Path, pid: int) -> Path:
-    return run_dir / f"{pid}.ws.json"
+def ws_info_path(run_dir: str, pid: int) -> str:
+    return os.path.join(run_dir, f"{pid}.ws.json")
 
 
 def host_files(run_dir: Path) -> list[tuple[int, str, Path]]:
     """(pid, "unix" | "ws", path) for every finished host file in `run_dir`, in no particular order."""
+    from pathlib import Path
+
     found = []
     for entry in os.scandir(run_dir):
         match = _HOST_FILE.fullmatch(entry.name)
@@ -89,14 +105,14 @@ def host_files(run_dir: Path) -> list[tuple[int, str, Path]]:
 def owned_by_me(path: Path, *, socket: bool) -> bool:
     """Whether `path` is a socket (or a regular file) that this user owns; never follows a symlink."""
     try:
-        st = path.lstat()
+        st = os.lstat(path)
     except OSError:
         return False
     kind_ok = stat.S_ISSOCK(st.st_mode) if socket else stat.S_ISREG(st.st_mode)
     return kind_ok and (sys.platform == "win32" or st.st_uid == os.getuid())
 
 
-def remove_stale(run_dir: Path) -> list[Path]:
+def remove_stale(run_dir: str) -> list[str]:
     """Delete the files of hosts that are no longer running (and our own pid's, left by a namesake).
 
     A host killed with SIGKILL cannot clean up, and its socket would send every client to a dead end.
@@ -109,8 +125,11 @@ def remove_stale(run_dir: Path) -> list[Path]:
             continue
         pid = int(match["pid"])
         if pid == me or not pid_alive(pid):
-            Path(entry.path).unlink(missing_ok=True)
-            removed.append(Path(entry.path))
+            try:
+                os.unlink(entry.path)
+            except FileNotFoundError:  # another host starting at the same moment took it first
+                continue
+            removed.append(entry.path)
     return removed
 
 

@@ -1,49 +1,48 @@
 """The browser's end of the relay: frames on the host's stdin and stdout.
 
 Where stdin and stdout are pipes or sockets (how Chrome and Firefox start the host on macOS and Linux) the event
-loop drives them directly. Otherwise — on Windows, whose event loop cannot wait on the pipe handles the browser
-hands over, or when a file is redirected in — two threads do blocking reads and writes.
+loop drives them directly: non-blocking descriptors, reads straight into the decoder's reused buffer, frames
+written with one `writev` of their pieces. Otherwise — on Windows, whose select() takes only sockets, or when a
+file is redirected in — two threads do blocking reads and writes.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
-import queue
 import stat
 import sys
-import threading
-from collections.abc import Callable
-from typing import TYPE_CHECKING
 
-from native_host.framing import FROM_BROWSER_MAX, MIB, FrameDecoder, FrameTooLarge
+from native_host.framing import FROM_BROWSER_MAX, MIB, Bytes, FrameDecoder, FrameTooLarge, frame
+from native_host.outbox import Outbox
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing, ~2 ms of the start-up the browser waits for
 if TYPE_CHECKING:
+    import queue
+    from collections.abc import Callable
+
     from native_host.host import BrowserLink, Host
+    from native_host.loop import Cancellable, Loop
 
 PAUSE_CLIENTS_AT = 4 * MIB
-"""Bytes queued for the browser beyond which the host stops reading client requests until the browser catches up."""
-RESUME_CLIENTS_AT = 1 * MIB
+"""Bytes queued for the browser beyond which the host stops reading client requests until all of it is written."""
 FLUSH_GRACE = 0.5
 """Seconds spent on exit handing the browser what is still queued for it."""
 READ_CHUNK = 1 * MIB
 PIPE_CAPACITY = 1 * MIB
 
 
-async def open_browser(host: Host, stdin_fd: int, stdout_fd: int) -> BrowserLink:
+def open_browser(host: Host, loop: Loop, stdin_fd: int, stdout_fd: int) -> BrowserLink:
     """Attach the browser's stdio to `host` (as `host.browser`, set before the first frame can arrive)."""
-    loop = asyncio.get_running_loop()
+    link: BrowserLink
     if sys.platform != "win32" and _pollable(stdin_fd) and _pollable(stdout_fd):
         _widen_pipe(stdin_fd)
         _widen_pipe(stdout_fd)
-        link = _PipeLink(host)
-        await loop.connect_write_pipe(lambda: link, os.fdopen(stdout_fd, "wb", buffering=0))
-        host.browser = link
-        _StdinReader(host, loop, stdin_fd)
-        return link
-    host.browser = _ThreadLink(host, loop, stdin_fd, stdout_fd)
-    return host.browser
+        link = _PipeLink(host, loop, stdin_fd, stdout_fd)
+    else:
+        link = _ThreadLink(host, loop, stdin_fd, stdout_fd)
+    host.browser = link
+    return link
 
 
 def _widen_pipe(fd: int) -> None:
@@ -63,124 +62,116 @@ def _pollable(fd: int) -> bool:
     return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
 
 
-class _Frames:
-    """Cuts the browser's byte stream into frames for the host."""
-
-    def __init__(self, host: Host) -> None:
-        self._host = host
-        self._decoder = FrameDecoder(FROM_BROWSER_MAX)
-
-    def feed(self, data: bytes) -> None:
-        try:
-            frames = self._decoder.feed(data)
-        except FrameTooLarge as exc:
-            self._refuse(exc)
-            return
-        self._deliver(frames)
-
-    def read(self, fd: int) -> int:
-        """One read of `fd` straight into the decoder's reused buffer. Bytes read: 0 at end of file."""
-        with self._decoder.get_buffer() as space:
-            nbytes = os.readv(fd, [space])
-        if nbytes:
-            try:
-                frames = self._decoder.buffer_updated(nbytes)
-            except FrameTooLarge as exc:
-                self._refuse(exc)
-            else:
-                self._deliver(frames)
-        return nbytes
-
-    def _refuse(self, exc: FrameTooLarge) -> None:
+def _deliver(host: Host, decoder: FrameDecoder, nbytes: int, *, copy: bool) -> bool:
+    """Hand the frames completed by `nbytes` more bytes to the host; False if the stream is broken."""
+    try:
+        frames = decoder.buffer_updated(nbytes) if copy else decoder.views_updated(nbytes)
+    except FrameTooLarge as exc:
         # Past a bad header there is no telling where the next frame starts.
-        self._host.browser_closed(f"it sent a frame of {exc.size} bytes, over the {exc.limit}-byte limit")
-
-    def _deliver(self, frames: list[bytes]) -> None:
-        for payload in frames:
-            self._host.browser_frame(payload)
-
-
-class _StdinReader:
-    """stdin read by the event loop, straight into the decoder's reused buffer.
-
-    Not `loop.connect_read_pipe`: its transport reads each time into a fresh 256 KiB `bytes` (an mmap and a munmap
-    per read, ~12 µs of every round trip), and it takes no BufferedProtocol. This does what it did otherwise: a
-    non-blocking fd watched by the loop, end of file or a read error closing the browser's side.
-    """
-
-    def __init__(self, host: Host, loop: asyncio.AbstractEventLoop, fd: int) -> None:
-        self._host = host
-        self._loop = loop
-        self._fd = fd
-        self._frames = _Frames(host)
-        os.set_blocking(fd, False)
-        loop.add_reader(fd, self._ready)
-
-    def _ready(self) -> None:
-        try:
-            nbytes = self._frames.read(self._fd)
-        except (BlockingIOError, InterruptedError):
-            return  # woken for nothing; the loop calls again when there is data
-        except OSError as exc:
-            self._stop(f"stdin failed: {exc}")
-            return
-        except Exception as exc:  # a bug handling a frame: like asyncio's transport, report it and stop reading
-            self._loop.call_exception_handler({"message": "Fatal error: reading stdin failed", "exception": exc})
-            self._stop(f"stdin failed: {exc}")
-            return
-        if nbytes == 0:
-            self._stop("stdin reached end of file")
-
-    def _stop(self, why: str) -> None:
-        self._loop.remove_reader(self._fd)
-        self._host.browser_closed(why)
+        host.browser_closed(f"it sent a frame of {exc.size} bytes, over the {exc.limit}-byte limit")
+        return False
+    for payload in frames:
+        host.browser_frame(payload)
+    return True
 
 
-class _PipeLink(asyncio.BaseProtocol):
-    """stdout as an event-loop pipe transport; its flow control pauses and resumes the clients."""
+if sys.platform != "win32":
 
-    def __init__(self, host: Host) -> None:
-        self._host = host
-        self._transport: asyncio.WriteTransport | None = None
-        self._closed = asyncio.get_running_loop().create_future()
+    class _PipeLink:
+        """stdin and stdout as non-blocking pipes watched by the loop. Past PAUSE_CLIENTS_AT queued for the
+        browser the clients are paused, so memory stays bounded and nothing is lost."""
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.WriteTransport)
-        self._transport = transport
-        transport.set_write_buffer_limits(high=PAUSE_CLIENTS_AT, low=RESUME_CLIENTS_AT)
+        def __init__(self, host: Host, loop: Loop, stdin_fd: int, stdout_fd: int) -> None:
+            self._host = host
+            self._loop = loop
+            self._in = stdin_fd
+            self._out_fd = stdout_fd
+            self._decoder = FrameDecoder(FROM_BROWSER_MAX)
+            self._out = Outbox(loop, stdout_fd, lambda pieces: os.writev(stdout_fd, pieces),
+                               lambda data: os.write(stdout_fd, data), self._fail, self._drained)
+            self._paused = False
+            self._broken = False
+            self._closing: Callable[[], object] | None = None
+            self._grace: Cancellable | None = None
+            os.set_blocking(stdin_fd, False)
+            os.set_blocking(stdout_fd, False)
+            loop.add_reader(stdin_fd, self._readable)
 
-    def pause_writing(self) -> None:
-        self._host.pause_clients()
+        # ---- in ---------------------------------------------------------------------------------------------
 
-    def resume_writing(self) -> None:
-        self._host.resume_clients()
+        def _readable(self) -> None:
+            try:
+                with self._decoder.get_buffer() as space:
+                    nbytes = os.readv(self._in, [space])
+            except (BlockingIOError, InterruptedError):
+                return  # woken for nothing; the loop calls again when there is data
+            except OSError as exc:
+                self._stop_reading(f"stdin failed: {exc}")
+                return
+            if nbytes == 0:
+                self._stop_reading("stdin reached end of file")
+            elif not _deliver(self._host, self._decoder, nbytes, copy=False):
+                self._loop.remove_reader(self._in)
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self._closed.done():
-            self._closed.set_result(None)
-        self._host.browser_closed(f"stdout failed: {exc}" if exc else "stdout closed")
+        def _stop_reading(self, why: str) -> None:
+            self._loop.remove_reader(self._in)
+            self._host.browser_closed(why)
 
-    def write(self, data: bytes) -> None:
-        if self._transport is not None and not self._transport.is_closing():
-            self._transport.write(data)
+        # ---- out --------------------------------------------------------------------------------------------
 
-    async def aclose(self) -> None:
-        if self._transport is None:
-            return
-        self._transport.close()
-        try:
-            await asyncio.wait_for(asyncio.shield(self._closed), FLUSH_GRACE)
-        except TimeoutError:
-            self._transport.abort()
+        def write_frame(self, *parts: Bytes) -> None:
+            if self._broken:
+                return
+            self._out.send(parts)
+            if not self._paused and self._out.queued > PAUSE_CLIENTS_AT:
+                self._paused = True
+                self._host.pause_clients()
+
+        def _drained(self) -> None:
+            if self._paused:
+                self._paused = False
+                self._host.resume_clients()
+            if self._closing is not None:
+                self._finish()
+
+        def _fail(self, exc: OSError) -> None:
+            self._broken = True
+            self._out.clear()
+            self._host.browser_closed(f"stdout failed: {exc}")
+            if self._closing is not None:
+                self._finish()
+
+        def close(self, then: Callable[[], object]) -> None:
+            self._loop.remove_reader(self._in)
+            self._closing = then
+            if not self._out.queued:
+                self._finish()
+            else:
+                self._grace = self._loop.call_later(FLUSH_GRACE, self._finish)
+
+        def _finish(self) -> None:
+            then, self._closing = self._closing, None
+            if then is None:
+                return
+            if self._grace is not None:
+                self._grace.cancel()
+            self._out.clear()
+            self._broken = True
+            with contextlib.suppress(OSError):
+                os.close(self._out_fd)
+            then()
 
 
 class _ThreadLink:
     """Blocking stdin/stdout in two daemon threads, so a read that never returns cannot keep the process alive."""
 
-    def __init__(self, host: Host, loop: asyncio.AbstractEventLoop, stdin_fd: int, stdout_fd: int) -> None:
+    def __init__(self, host: Host, loop: Loop, stdin_fd: int, stdout_fd: int) -> None:
+        import queue
+        import threading  # only here: the pipes of Linux and macOS need neither
+
         self._host = host
         self._loop = loop
-        self._frames = _Frames(host)
+        self._decoder = FrameDecoder(FROM_BROWSER_MAX)
         self._queue: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
         self._queued = 0  # touched on the loop thread only
         self._paused = False
@@ -196,11 +187,22 @@ class _ThreadLink:
     def _read(self, fd: int) -> None:
         try:
             while data := os.read(fd, READ_CHUNK):
-                self._on_loop(self._frames.feed, data)
+                self._on_loop(self._feed, data)
             why = "stdin reached end of file"
         except OSError as exc:
             why = f"stdin failed: {exc}"
         self._on_loop(self._host.browser_closed, why)
+
+    def _feed(self, data: bytes) -> None:
+        with memoryview(data) as rest:
+            at = 0
+            while at < len(rest):
+                with self._decoder.get_buffer() as space:
+                    n = min(len(space), len(rest) - at)
+                    space[:n] = rest[at : at + n]
+                if not _deliver(self._host, self._decoder, n, copy=True):
+                    return
+                at += n
 
     def _write(self) -> None:
         try:
@@ -216,19 +218,21 @@ class _ThreadLink:
 
     def _written(self, size: int) -> None:
         self._queued -= size
-        if self._paused and self._queued <= RESUME_CLIENTS_AT:
+        if self._paused and not self._queued:
             self._paused = False
             self._host.resume_clients()
 
-    def write(self, data: bytes) -> None:
+    def write_frame(self, *parts: Bytes) -> None:
         if not self._writer.is_alive():
             return
+        data = frame(*parts)
         self._queue.put(data)
         self._queued += len(data)
         if not self._paused and self._queued > PAUSE_CLIENTS_AT:
             self._paused = True
             self._host.pause_clients()
 
-    async def aclose(self) -> None:
+    def close(self, then: Callable[[], object]) -> None:
         self._queue.put(None)
-        await asyncio.to_thread(self._writer.join, FLUSH_GRACE)
+        self._writer.join(FLUSH_GRACE)
+        then()

@@ -21,6 +21,15 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def nothing_left_running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Fails the run if a test left a process of one of its state homes running (tests/support/leftovers.py)."""
+    yield
+    from tests.support import leftovers
+
+    leftovers.check(tmp_path_factory.getbasetemp())
+
+
 def require(available: bool, what: str, how: str) -> None:
     """Skip locally when a prerequisite is missing; with CI=true a missing prerequisite is a failure."""
     if available:
@@ -31,13 +40,11 @@ def require(available: bool, what: str, how: str) -> None:
     pytest.skip(message)
 
 
-def claude_cli() -> Path | None:
-    """The Claude Code CLI that the test command installs under .cache/, or one on PATH."""
-    local = REPO / ".cache" / "claude-code" / "2.1.197" / "node_modules" / ".bin" / "claude"
-    if local.exists():
-        return local
-    found = shutil.which("claude")
-    return Path(found) if found else None
+def claude_cli(version: str) -> Path | None:
+    """The Claude Code CLI of this exact version that the test command installs under .cache/ (never one on
+    PATH: the end-to-end tests must run the pinned versions, see tests/support/claude_code.py)."""
+    local = REPO / ".cache" / "claude-code" / version / "node_modules" / ".bin" / "claude"
+    return local if local.exists() else None
 
 
 def chromium() -> Path | None:

@@ -107,7 +107,7 @@ def _login(args: argparse.Namespace) -> int:
         return _fail(f"{status.get('problem')}. Nothing was stored.", 1)
 
     paths = state_paths().ensure()
-    save_credentials(paths.compass_credentials, url, key)
+    save_credentials(paths, url, key)
     print(f"Logged in to Compass at {url} as {status['user']['name']} (role {status['user']['role']}).")
     _print_tools(source, status)
     print(f"The key is stored in {paths.compass_credentials} (readable only by you); "

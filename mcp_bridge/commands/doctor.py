@@ -13,7 +13,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "doctor", help="check the installation, live, and say how to fix what is broken",
         description="Checks the package, every host manifest, the registry (Windows), starts the native host "
         "exactly as a browser would and pings it, the runtime dir, live hosts, the Claude Code registration, "
-        "the bridge keys and Compass. Exits non-zero when something is broken.")
+        "the bridge's database and key secret (and usage rows lost lately), the bridge keys and Compass. "
+        "Exits non-zero when something is broken.")
     parser.add_argument("--json", action="store_true", help="print a JSON object")
     parser.set_defaults(handler=_doctor)
 

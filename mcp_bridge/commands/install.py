@@ -10,8 +10,11 @@ from pathlib import Path
 
 # The full lists live in mcp_bridge.install; they are not imported here because every `compass-bridge`
 # command, `serve` included, builds this parser. A wrong name is answered with the full list.
-_BROWSERS = "chrome, chromium, edge, brave, vivaldi, opera, arc, firefox, and channels such as chrome-beta"
-_CLIENTS = "claude-code, claude-desktop, cursor, vscode, windsurf"
+_BROWSERS = ("chrome, chromium, edge, brave, vivaldi, opera, arc, firefox, librewolf, waterfox, floorp, channels "
+             "such as chrome-beta, and snap/Flatpak builds such as firefox-snap")
+# Kept literal so `--help` does not import the client table; tests/unit/test_clients.py keeps it equal to CLIENT_KEYS.
+_CLIENTS = ("claude-code, codex, claude-desktop, cursor, vscode, vscode-insiders, vscodium, windsurf, gemini, "
+            "copilot, opencode, zed, cline, roo-code, goose, junie, kiro, jetbrains")
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

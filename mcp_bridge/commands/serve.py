@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -19,57 +20,93 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     parser.add_argument("--root", action="append", type=Path, default=[], metavar="DIR",
                         help="a directory the file and command tools may use (repeatable); "
-                        "default: the config's roots, else the current directory")
+                        "default: the config's roots, else the current directory unless it is or holds "
+                        "your home directory (then no directory is allowed until you name one)")
+    parser.add_argument("--key-ref", metavar="NAME",
+                        help="use the bridge key stored under NAME in the data dir (what `install` writes into "
+                        "client configs, so they hold no key); instead of COMPASS_BRIDGE_KEY")
     parser.set_defaults(handler=run)
 
 
+def _exit_cleanly_on_signals() -> None:
+    """SIGTERM, SIGINT and SIGHUP end the server by unwinding (SystemExit), not by dying on the spot, so
+    calls in flight are recorded and `usage.close()` flushes the usage log.
+
+    Inside the event loop the exit is raised from a callback of the loop's own rather than from whatever
+    task the signal happened to interrupt, so the loop stops cleanly and cancels its tasks."""
+
+    def unwind(code: int) -> None:
+        raise SystemExit(code)
+
+    def handler(signum: int, frame: object) -> None:
+        import asyncio  # already loaded by then; not at the top, where every command would pay for it
+
+        for sig in signals:
+            signal.signal(sig, signal.SIG_IGN)  # one is enough: a second must not interrupt the flush
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            unwind(128 + signum)  # outside the loop (start-up, shut-down): unwind from here
+        loop.call_soon_threadsafe(unwind, 128 + signum)
+
+    signals = [signal.SIGTERM, signal.SIGINT]
+    if sys.platform != "win32":
+        signals.append(signal.SIGHUP)
+    for sig in signals:
+        signal.signal(sig, handler)
+
+
 def run(args: argparse.Namespace) -> int:
-    # Only light imports until the client's `initialize` is answered (see early_initialize); the MCP SDK
-    # alone takes ~0.5 s to import.
-    from mcp_bridge import logs
+    # Imports here, not at the top: `compass-bridge --help` and the other commands need none of them.
+    import asyncio
+
+    from mcp_bridge import key_refs, logs, selfguard
     from mcp_bridge.config import ConfigError, load_config
-    from mcp_bridge.early_initialize import BRIDGE, answer_first_message
+    from mcp_bridge.gate import Gate
+    from mcp_bridge.keys import KeyStore
     from mcp_bridge.pathpolicy import PathPolicy, RootError
     from mcp_bridge.paths import state_paths
+    from mcp_bridge.protocol.frontend import Frontend
+    from mcp_bridge.server import BridgeServer
+    from mcp_bridge.sources import build_sources
+    from mcp_bridge.stdio_transport import StdioTransport
+    from mcp_bridge.usage import UsageLog
 
+    # Before anything starts a child: none may read the keys this process holds from its /proc (docs/SECURITY.md).
+    selfguard.blank_secret_environ()
+    selfguard.make_undumpable()
     paths = state_paths().ensure()
     try:
         config = load_config(paths.config_file)
-        policy = PathPolicy(args.root or list(config.roots) or [Path.cwd()])
-    except (ConfigError, RootError) as exc:
+        # No roots named: the client's working directory, unless that is home-wide (then none, and every file
+        # tool and bridge_status say how to name them).
+        policy = PathPolicy.chosen(args.root or list(config.roots), Path.cwd(), protected=config.protected_paths)
+        referenced_key = key_refs.load(paths, args.key_ref) if args.key_ref else None
+    except (ConfigError, RootError, key_refs.KeyRefError) as exc:
         print(f"compass-bridge serve: {exc}", file=sys.stderr)
         return 2
+    policy.prepare()  # the protected paths load beside the rest of the start-up, not on the first file call
     if sys.stdin.isatty():
         # A person ran it by hand: say what it is waiting for rather than sit there silently.
         print("compass-bridge serve: MCP server on stdin/stdout, waiting for an MCP client (Claude Code "
-              "starts it for you: see README). Roots: " + ", ".join(str(r) for r in policy.roots)
-              + ". Ctrl-D stops it.", file=sys.stderr)
-    first = answer_first_message(BRIDGE)
-    if not first.line:
-        return 0  # the client went away before saying anything
-    logs.configure(paths.log_dir, "serve")
-
-    import anyio
-
-    from mcp_bridge.gate import Gate
-    from mcp_bridge.keys import KeyStore
-    from mcp_bridge.server import BridgeServer
-    from mcp_bridge.sources import build_sources
-    from mcp_bridge.stdio_transport import stdio_transport
-    from mcp_bridge.usage import UsageLog
-
-    keys = KeyStore.open(paths)
+              f"starts it for you: see README); {policy.describe_roots()}. Ctrl-D stops it.", file=sys.stderr)
+    logs.configure(paths.log_dir, "serve", config.log_level)
+    keys = KeyStore.open_or_unavailable(paths)  # a broken store still serves, refusing with the fix
     usage = UsageLog(paths.database)
-    key = os.environ.get(KEY_ENV, "").strip() or None
+    _exit_cleanly_on_signals()
+    key = referenced_key or os.environ.get(KEY_ENV, "").strip() or None
     server = BridgeServer(Gate(keys, key, config.default_scopes), usage, policy,
-                          build_sources(paths, config, policy))
+                          build_sources(paths, config, policy), paths)
 
     async def main() -> None:
-        async with stdio_transport(first) as (read_stream, write_stream):
-            await server.serve(read_stream, write_stream)
+        # The sources (browser, Compass) start with the process, before the first request is read.
+        async with server.catalog.running(), StdioTransport.open() as transport:
+            await Frontend(server, transport).serve()
 
     try:
-        anyio.run(main)
+        asyncio.run(main())
+    except KeyboardInterrupt:
+        return 130
     finally:
         usage.close()
         keys.close()

@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import anyio
-from pydantic import BaseModel, Field, ValidationError
 
 from mcp_bridge import __version__
 from mcp_bridge.compass.credentials import NEW_KEY_HINT, ApiKey, is_loopback
@@ -96,36 +95,15 @@ class Registration:
     installed_skills: tuple[Any, ...]
 
 
-class _User(BaseModel):
-    id: str | int
-    name: str
-    role: str
-
-
-class _Tool(BaseModel):
-    name: str
-    description: str = ""
-    scope: str
-    input_schema: dict[str, Any] | None = Field(default=None, alias="inputSchema")
-
-
-class _Context(BaseModel):
-    memories: list[Any] = Field(default_factory=list)
-    dashboards: list[Any] = Field(default_factory=list)
-    installed_skills: list[Any] = Field(default_factory=list, alias="installedSkills")
-
-
-class _Registration(BaseModel):
-    user: _User
-    scopes: list[str]
-    tools: list[_Tool] = Field(default_factory=list)
-    context: _Context = Field(default_factory=_Context)
-
-
 def parse_registration(body: Mapping[str, Any]) -> Registration:
     """Raises ValueError naming the fields that do not fit the contract."""
+    # pydantic only here, when Compass answers: it stays off the server's start-up path (~50 ms).
+    from pydantic import ValidationError
+
+    from mcp_bridge.compass.contract import RegistrationBody
+
     try:
-        parsed = _Registration.model_validate(body)
+        parsed = RegistrationBody.model_validate(body)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:5])
         raise ValueError(problems) from None

@@ -3,10 +3,16 @@
 The key is a bearer secret for the user's Compass account. It is kept only in a 0600 file written
 atomically (or given in the environment), and carried around inside `ApiKey`, whose repr and str
 show a short hint, so a log line, a status dump or an exception message cannot carry it by accident.
+
+The stored URL is bound to the stored key: the file carries an HMAC over both under the bridge's private
+secret (`data/key-secret`), and a file whose URL (or key) was changed by anything but `compass login` is
+refused, so whoever can edit the file cannot redirect the key to a server of their choosing.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import ipaddress
 import json
 import os
@@ -21,7 +27,9 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from mcp_bridge.config import CompassSettings
+from mcp_bridge.keys import load_secret
 from mcp_bridge.paths import StatePaths
+from mcp_bridge.store import StoreError
 
 URL_ENV = "COMPASS_URL"
 KEY_ENV = "COMPASS_API_KEY"
@@ -125,7 +133,7 @@ def load_credentials(paths: StatePaths, settings: CompassSettings,
         source = URL_ENV if env_url else "the [compass] url in config.toml"
         return CompassCredentials(check_url(url, source=source), ApiKey(env_key, source=KEY_ENV),
                                   f"environment ({KEY_ENV})")
-    stored = read_stored(paths.compass_credentials)
+    stored = read_stored(paths)
     if stored is None:
         return None
     if env_url and check_url(env_url, source=URL_ENV) != stored.url:
@@ -137,8 +145,18 @@ def load_credentials(paths: StatePaths, settings: CompassSettings,
     return stored
 
 
-def read_stored(path: Path) -> CompassCredentials | None:
+_BINDING_CONTEXT = b"compass-bridge compass credentials v1\0"
+
+
+def _binding(secret: bytes, url: str, key: ApiKey) -> str:
+    """HMAC-SHA256 over the URL and the key under the bridge's secret (its own context, apart from key digests)."""
+    message = _BINDING_CONTEXT + url.encode() + b"\0" + key.reveal().encode()
+    return hmac.new(secret, message, hashlib.sha256).hexdigest()
+
+
+def read_stored(paths: StatePaths) -> CompassCredentials | None:
     """The credentials `compass login` saved, or None if there are none."""
+    path = paths.compass_credentials
     again = "run `compass-bridge compass login` again"
     try:
         st = path.stat()
@@ -152,19 +170,37 @@ def read_stored(path: Path) -> CompassCredentials | None:
         )
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        url, key = data["url"], data["key"]
+        url, key, binding = data["url"], data["key"], data.get("binding")
         if not isinstance(url, str) or not isinstance(key, str):
             raise TypeError
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError):
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, AttributeError):
         raise CredentialsError(f"{path} is not a readable Compass credentials file; {again}") from None
-    return CompassCredentials(check_url(url, source=f"the URL in {path}"), ApiKey(key, source=f"the key in {path}"),
-                              str(path))
+    credentials = CompassCredentials(check_url(url, source=f"the URL in {path}"),
+                                     ApiKey(key, source=f"the key in {path}"), str(path))
+    try:
+        secret = load_secret(paths.secret_file)
+    except StoreError as exc:
+        raise CredentialsError(f"the stored Compass key cannot be checked: {exc}") from None
+    expected = _binding(secret, url, credentials.key)  # over the URL exactly as stored
+    if not isinstance(binding, str) or not hmac.compare_digest(binding, expected):
+        # Not told apart: a file from before URL binding, one edited by hand, or one an agent rewrote.
+        raise CredentialsError(
+            f"the Compass URL in {path} ({credentials.url}) is not the one its key was stored for by "
+            "`compass-bridge compass login` (the file was changed since, or saved by an older version), so the "
+            "key is not used: it must not go to a server it was not given for. Fix: run `compass-bridge compass "
+            "login --url https://YOUR-COMPASS`; if you did not change the file yourself, revoke the key in "
+            "Compass (Settings → API keys) first"
+        )
+    return credentials
 
 
-def save_credentials(path: Path, url: str, key: ApiKey) -> None:
-    """Write the file atomically (temp file, fsync, rename) and private (0600) from the first byte."""
+def save_credentials(paths: StatePaths, url: str, key: ApiKey) -> None:
+    """Write the file atomically (temp file, fsync, rename) and private (0600) from the first byte, with the
+    URL bound to the key. `StoreError` if the bridge's secret is unusable (its message says how to fix it)."""
+    path = paths.compass_credentials
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    body = json.dumps({"url": url, "key": key.reveal(), "saved_at": int(time.time())}, indent=2) + "\n"
+    body = json.dumps({"url": url, "key": key.reveal(), "saved_at": int(time.time()),
+                       "binding": _binding(load_secret(paths.secret_file), url, key)}, indent=2) + "\n"
     fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")  # mkstemp: 0600
     tmp = Path(tmp_name)
     try:

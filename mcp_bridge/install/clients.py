@@ -1,8 +1,15 @@
 """Registering `compass-bridge serve` with MCP clients.
 
-Claude Code is registered through its own CLI (`claude mcp add --scope user`), which owns the format of its
-config; the others are registered by editing their JSON config safely: parse, merge one entry, back up the
-original, write atomically, and only where the client's own directory already exists.
+Three kinds of client:
+- Claude Code and Codex CLI, registered through their own CLI (`claude mcp add`, `codex mcp add`), which
+  owns the format of their config;
+- clients with a config file (JSON/JSONC or YAML), edited safely: parse, set one member (comments kept),
+  back up the original, write atomically, and only where the client's own directory already exists;
+- JetBrains AI Assistant, configured in the IDE's settings: the entry to paste is printed.
+
+Every entry runs `compass-bridge serve --key-ref NAME`: the key stays in the bridge's private data dir
+(mcp_bridge.key_refs), so no client config and no command line holds a secret. The formats and their
+sources are in docs/INSTALL.md.
 """
 
 from __future__ import annotations
@@ -16,18 +23,25 @@ import subprocess
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from mcp_bridge.childenv import scrubbed
+from mcp_bridge.install.config_docs import Document, DocumentError, Format, parse
 from mcp_bridge.install.files import atomic_write, read_text
 from mcp_bridge.install.layouts import OS, Base, Loc, Platform
 
 SERVER_NAME = "compass"
 KEY_ENV = "COMPASS_BRIDGE_KEY"
 HOME_ENV = "COMPASS_BRIDGE_HOME"
+KEY_REF_OPTION = "--key-ref"
 CLAUDE_CODE = "claude-code"
+CODEX = "codex"
+JETBRAINS = "jetbrains"
 BACKUP_SUFFIX = ".compass-bridge-backup"
-CLAUDE_TIMEOUT_S = 120
+CLI_TIMEOUT_S = 120
+BRIDGE_KEY = re.compile(r"cb_[0-9a-f]{40}")
 
 
 class ClientError(Exception):
@@ -44,25 +58,22 @@ class ServerEntry:
 
     @property
     def key(self) -> str | None:
+        """A key written inline (by hand, or by an install before key references)."""
         return self.env.get(KEY_ENV)
 
+    @property
+    def key_ref(self) -> str | None:
+        args = list(self.args)
+        for i, arg in enumerate(args):
+            if arg == KEY_REF_OPTION and i + 1 < len(args):
+                return args[i + 1]
+            if arg.startswith(KEY_REF_OPTION + "="):
+                return arg.partition("=")[2]
+        return None
+
     def same_launch(self, other: ServerEntry) -> bool:
-        """Same program, arguments and environment, whatever key each carries."""
-        strip = {k: v for k, v in self.env.items() if k != KEY_ENV}
-        return (self.command, self.args, strip) == (
-            other.command, other.args, {k: v for k, v in other.env.items() if k != KEY_ENV})
-
-    def to_json(self) -> dict[str, Any]:
-        return {"command": self.command, "args": list(self.args), "env": dict(self.env)}
-
-    @classmethod
-    def from_json(cls, data: object) -> ServerEntry | None:
-        if not isinstance(data, dict) or not isinstance(data.get("command"), str):
-            return None
-        args = data.get("args", [])
-        env = data.get("env", {})
-        return cls(data["command"], tuple(str(a) for a in args) if isinstance(args, list) else (),
-                   {str(k): str(v) for k, v in env.items()} if isinstance(env, dict) else {})
+        """Same program, arguments and environment."""
+        return (self.command, self.args, dict(self.env)) == (other.command, other.args, dict(other.env))
 
 
 def cli_command() -> list[str]:
@@ -76,25 +87,62 @@ def cli_command() -> list[str]:
     return [str(script)] if script.is_file() else [str(python), "-m", "mcp_bridge"]
 
 
-def server_command() -> tuple[str, tuple[str, ...]]:
-    command, *args = [*cli_command(), "serve"]
-    return command, tuple(args)
-
-
-def bridge_entry(platform: Platform, key: str) -> ServerEntry:
-    command, args = server_command()
-    env = {KEY_ENV: key}
+def bridge_entry(platform: Platform, key_ref: str) -> ServerEntry:
+    command = cli_command()
+    env = {}
     if platform.env.get(HOME_ENV):
         # The client does not inherit the installing shell's environment; the server must find the same state.
         env[HOME_ENV] = platform.env[HOME_ENV]
-    return ServerEntry(command, args, env)
+    return ServerEntry(command[0], (*command[1:], "serve", KEY_REF_OPTION, key_ref), env)
 
 
 def quote_command(argv: list[str], platform: Platform) -> str:
     return subprocess.list2cmdline(argv) if platform.os is OS.WINDOWS else shlex.join(argv)
 
 
-# --- Clients with a JSON config file -------------------------------------------------------------------
+# --- How each client writes one server entry ------------------------------------------------------------
+
+
+class Shape(StrEnum):
+    STANDARD = "standard"
+    """`{command, args, env}`, plus fields of the client's own: most clients."""
+    OPENCODE = "opencode"
+    """`{type: local, command: [program, args...], environment}`."""
+    GOOSE = "goose"
+    """`{name, type: stdio, cmd, args, envs, enabled, timeout}`."""
+
+
+def dump_entry(shape: Shape, entry: ServerEntry, extra: Mapping[str, Any]) -> dict[str, Any]:
+    env = dict(entry.env)
+    if shape is Shape.OPENCODE:
+        data: dict[str, Any] = {"type": "local", "command": [entry.command, *entry.args], "enabled": True}
+        return data | ({"environment": env} if env else {})
+    if shape is Shape.GOOSE:
+        return {"name": SERVER_NAME, "type": "stdio", "cmd": entry.command, "args": list(entry.args),
+                "envs": env, "enabled": True, "timeout": 300,
+                "description": "compass-bridge: files, commands, browser and Compass tools"}
+    data = {**extra, "command": entry.command, "args": list(entry.args)}
+    return data | ({"env": env} if env else {})
+
+
+def parse_entry(shape: Shape, data: object) -> ServerEntry | None:
+    if not isinstance(data, dict):
+        return None
+    if shape is Shape.OPENCODE:
+        command, env = data.get("command"), data.get("environment", {})
+        if not isinstance(command, list) or not command:
+            return None
+        program, args = command[0], command[1:]
+    else:
+        program = data.get("cmd" if shape is Shape.GOOSE else "command")
+        args, env = data.get("args", []), data.get("envs" if shape is Shape.GOOSE else "env", {})
+    if not isinstance(program, str):
+        return None
+    return ServerEntry(program, tuple(str(a) for a in args) if isinstance(args, list) else (),
+                       {str(k): str(v) for k, v in env.items()} if isinstance(env, dict) else {})
+
+
+# --- Clients with a config file ---------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -103,27 +151,74 @@ class FileClientSpec:
     label: str
     dirs: Mapping[OS, Loc]
     """The client's own directory; the config is written only when it exists (the client is installed)."""
-    file_name: str
-    servers_key: str = "mcpServers"
-    extra: Mapping[str, str] = field(default_factory=dict)
+    files: tuple[str, ...]
+    """The config file relative to that directory ('/'-separated); the first that exists is edited, else
+    the first is created."""
+    servers: tuple[str, ...] = ("mcpServers",)
+    """Where the servers object is in the document."""
+    shape: Shape = Shape.STANDARD
+    extra: Mapping[str, Any] = field(default_factory=dict)
     """Fields the client wants in each server entry besides command, args and env."""
+    fmt: Format = Format.JSON
+
+
+def _every_os(loc: Loc) -> dict[OS, Loc]:
+    return {os_: loc for os_ in OS}
+
+
+def _vscode_user(folder: str, below: str = "") -> dict[OS, Loc]:
+    """A VS Code build's user dir (`Code`, `Code - Insiders`, `VSCodium`), or a folder below it."""
+    rel = f"{folder}/User{below}"
+    return {OS.LINUX: Loc(Base.CONFIG, rel), OS.MACOS: Loc(Base.APP_SUPPORT, rel), OS.WINDOWS: Loc(Base.APPDATA, rel)}
+
+
+def _vscode_storage(extension: str) -> dict[OS, Loc]:
+    """An extension's global storage in VS Code's user dir (Cline, Roo Code)."""
+    return _vscode_user("Code", f"/globalStorage/{extension}")
 
 
 FILE_CLIENTS: tuple[FileClientSpec, ...] = (
     FileClientSpec("claude-desktop", "Claude Desktop",
-                   {OS.MACOS: Loc(Base.APP_SUPPORT, "Claude"), OS.WINDOWS: Loc(Base.APPDATA, "Claude")},
-                   "claude_desktop_config.json"),
-    FileClientSpec("cursor", "Cursor", {os_: Loc(Base.HOME, ".cursor") for os_ in OS}, "mcp.json"),
-    FileClientSpec("vscode", "VS Code",
-                   {OS.LINUX: Loc(Base.CONFIG, "Code/User"), OS.MACOS: Loc(Base.APP_SUPPORT, "Code/User"),
-                    OS.WINDOWS: Loc(Base.APPDATA, "Code/User")},
-                   "mcp.json", servers_key="servers", extra={"type": "stdio"}),
-    FileClientSpec("windsurf", "Windsurf", {os_: Loc(Base.HOME, ".codeium/windsurf") for os_ in OS},
-                   "mcp_config.json"),
+                   {OS.LINUX: Loc(Base.CONFIG, "Claude"), OS.MACOS: Loc(Base.APP_SUPPORT, "Claude"),
+                    OS.WINDOWS: Loc(Base.APPDATA, "Claude")},
+                   ("claude_desktop_config.json",)),
+    FileClientSpec("cursor", "Cursor", _every_os(Loc(Base.HOME, ".cursor")), ("mcp.json",)),
+    *(FileClientSpec(key, label, _vscode_user(folder), ("mcp.json",), servers=("servers",), extra={"type": "stdio"})
+      for key, label, folder in (("vscode", "VS Code", "Code"), ("vscode-insiders", "VS Code Insiders",
+                                                                 "Code - Insiders"),
+                                 ("vscodium", "VSCodium", "VSCodium"))),
+    FileClientSpec("windsurf", "Windsurf", _every_os(Loc(Base.HOME, ".codeium/windsurf")), ("mcp_config.json",)),
+    FileClientSpec("gemini", "Gemini CLI", _every_os(Loc(Base.HOME, ".gemini")), ("settings.json",)),
+    FileClientSpec("copilot", "GitHub Copilot CLI", _every_os(Loc(Base.HOME, ".copilot")), ("mcp-config.json",),
+                   extra={"type": "local", "tools": ["*"]}),
+    # OpenCode uses XDG paths on every OS.
+    FileClientSpec("opencode", "OpenCode", _every_os(Loc(Base.CONFIG, "opencode")),
+                   ("opencode.jsonc", "opencode.json"), servers=("mcp",), shape=Shape.OPENCODE),
+    FileClientSpec("zed", "Zed",
+                   {OS.LINUX: Loc(Base.CONFIG, "zed"), OS.MACOS: Loc(Base.HOME, ".config/zed"),
+                    OS.WINDOWS: Loc(Base.APPDATA, "Zed")},
+                   ("settings.json",), servers=("context_servers",)),
+    FileClientSpec("cline", "Cline", _vscode_storage("saoudrizwan.claude-dev"),
+                   ("settings/cline_mcp_settings.json",), extra={"disabled": False}),
+    FileClientSpec("roo-code", "Roo Code", _vscode_storage("rooveterinaryinc.roo-cline"),
+                   ("settings/mcp_settings.json",), extra={"disabled": False}),
+    FileClientSpec("goose", "Goose",
+                   {OS.LINUX: Loc(Base.CONFIG, "goose"), OS.MACOS: Loc(Base.HOME, ".config/goose"),
+                    OS.WINDOWS: Loc(Base.APPDATA, "Block/goose/config")},
+                   ("config.yaml",), servers=("extensions",), shape=Shape.GOOSE, fmt=Format.YAML),
+    FileClientSpec("junie", "JetBrains Junie", _every_os(Loc(Base.HOME, ".junie")), ("mcp/mcp.json",)),
+    FileClientSpec("kiro", "Kiro", _every_os(Loc(Base.HOME, ".kiro")), ("settings/mcp.json",),
+                   extra={"disabled": False}),
 )
 
-CLIENT_LABELS: dict[str, str] = {CLAUDE_CODE: "Claude Code", **{spec.key: spec.label for spec in FILE_CLIENTS}}
+CLIENT_LABELS: dict[str, str] = {CLAUDE_CODE: "Claude Code", CODEX: "Codex CLI",
+                                 **{spec.key: spec.label for spec in FILE_CLIENTS},
+                                 JETBRAINS: "JetBrains AI Assistant"}
 CLIENT_KEYS: tuple[str, ...] = tuple(CLIENT_LABELS)
+
+
+def _world_readable(path: Path) -> bool:
+    return sys.platform != "win32" and bool(path.stat().st_mode & 0o077)
 
 
 class ConfigFileClient:
@@ -134,12 +229,20 @@ class ConfigFileClient:
         self.platform = platform
         loc = spec.dirs.get(platform.os)
         self.dir = loc.resolve(platform) if loc else None
-        self.path = self.dir / spec.file_name if self.dir else None
+        self.path: Path | None = None
+        if self.dir is not None:
+            candidates = [self.dir.joinpath(*name.split("/")) for name in spec.files]
+            self.path = next((p for p in candidates if p.exists()), candidates[0])
 
     @property
     def backup(self) -> Path:
         assert self.path is not None
         return self.path.with_name(self.path.name + BACKUP_SUFFIX)
+
+    def _target(self) -> Path:
+        """The file to replace: a symlinked config (dotfiles kept in a repository) is written where it points."""
+        assert self.path is not None
+        return self.path.resolve() if self.path.is_symlink() else self.path
 
     def unavailable(self) -> str | None:
         """Why this client cannot be registered here, or None when it can."""
@@ -149,63 +252,73 @@ class ConfigFileClient:
             return f"not installed (no {self.platform.display(self.dir)})"
         return None
 
-    def entry_json(self, entry: ServerEntry) -> dict[str, Any]:
-        return {**self.spec.extra, **entry.to_json()}
-
-    def load(self) -> dict[str, Any]:
-        """The parsed config ({} when there is none); ClientError when it cannot be edited safely."""
+    def _document(self) -> Document:
+        """The parsed config; ClientError when it cannot be edited safely."""
         assert self.path is not None
-        text = read_text(self.path)
-        if text is None or not text.strip():
-            return {}
+        text = read_text(self.path) or ""
         try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ClientError(f"{self.path} is not plain JSON ({exc}; comments or trailing commas?), so it was "
-                              "not touched; add the entry by hand") from exc
-        if not isinstance(data, dict) or not isinstance(data.get(self.spec.servers_key, {}), dict):
-            raise ClientError(f"{self.path}: expected an object with an object `{self.spec.servers_key}`; "
-                              "it was not touched, add the entry by hand")
-        return data
+            doc = parse(self.spec.fmt, text)
+        except DocumentError as exc:
+            raise ClientError(f"{self.path} is {exc}, so it was not touched") from None
+        servers = doc.get(self.spec.servers)
+        if not isinstance(doc.data(), dict) or (servers is not None and not isinstance(servers, dict)):
+            where = ".".join(self.spec.servers)
+            raise ClientError(f"{self.path}: expected an object with an object `{where}`, so it was not touched")
+        return doc
 
     def current(self) -> ServerEntry | None:
-        servers = self.load().get(self.spec.servers_key, {})
-        return ServerEntry.from_json(servers.get(SERVER_NAME))
+        return parse_entry(self.spec.shape, self._document().get((*self.spec.servers, SERVER_NAME)))
 
     def manual_hint(self, entry: ServerEntry) -> str:
-        snippet = json.dumps({self.spec.servers_key: {SERVER_NAME: self.entry_json(entry)}})
-        return f"merge into {self.path}: {snippet}"
+        """The entry to add by hand, in the file's own format."""
+        value = dump_entry(self.spec.shape, entry, self.spec.extra)
+        doc = parse(self.spec.fmt, "")
+        doc.set((*self.spec.servers, SERVER_NAME), value)
+        return f"add to {self.path} by hand:\n{doc.dump().rstrip()}"
 
-    def write(self, entry: ServerEntry, back_up: bool) -> bool:
+    def write(self, entry: ServerEntry, back_up: bool) -> tuple[bool, str]:
         """Put our entry in the config, first backing up the original when `back_up` (the first install:
-        later ones must keep the copy of what was there before us). Returns whether the file is new."""
+        later ones must keep the copy of what was there before us). Returns whether the file is new, and a
+        note for the report ('' for none)."""
         assert self.path is not None
-        data = self.load()
+        doc = self._document()
         created = not self.path.exists()
         if back_up and not created:
             shutil.copy2(self.path, self.backup)
-        data.setdefault(self.spec.servers_key, {})[SERVER_NAME] = self.entry_json(entry)
-        atomic_write(self.path, json.dumps(data, indent=2) + "\n", None if not created else 0o600)
-        return created
+        doc.set((*self.spec.servers, SERVER_NAME), dump_entry(self.spec.shape, entry, self.spec.extra))
+        text = doc.dump()
+        if created:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        # Our entry holds no key, but another one in this file may (written by hand): then keep it private.
+        before = None if created else self.path.stat().st_mode & 0o777
+        tighten = before is not None and BRIDGE_KEY.search(text) is not None and _world_readable(self.path)
+        atomic_write(self._target(), text, 0o600 if created or tighten else None)
+        if tighten:
+            return created, (f"tightened {self.platform.display(self.path)} from {before:04o} to 0600: it holds a "
+                             "bridge key that other users could read")
+        return created, ""
 
     def remove(self, created_file: bool) -> str:
         """Take our entry out again, restoring the original bytes when nothing else changed."""
         assert self.path is not None
-        data = self.load()
-        data.get(self.spec.servers_key, {}).pop(SERVER_NAME, None)
+        doc = self._document()
+        doc.delete((*self.spec.servers, SERVER_NAME))
         if self.backup.exists():
             try:
-                original = json.loads(self.backup.read_text(encoding="utf-8"))
-            except (OSError, json.JSONDecodeError):
-                original = None
-            if data == original:
-                self.backup.replace(self.path)
+                before = parse(self.spec.fmt, self.backup.read_text(encoding="utf-8"))
+            except (OSError, DocumentError):
+                before = None
+            if before is not None and doc.get(self.spec.servers) == {} and before.get(self.spec.servers) is None:
+                doc.delete(self.spec.servers)  # the servers object was ours too
+            if before is not None and doc.data() == before.data():
+                atomic_write(self._target(), self.backup.read_bytes(), self.backup.stat().st_mode & 0o7777)
+                self.backup.unlink()
                 return "restored the original file"
             self.backup.unlink()
-        if created_file and not data.get(self.spec.servers_key) and set(data) <= {self.spec.servers_key}:
+        if created_file and not doc.get(self.spec.servers) and set(doc.data()) <= {self.spec.servers[0]}:
             self.path.unlink()
             return "removed the file it had created"
-        atomic_write(self.path, json.dumps(data, indent=2) + "\n")
+        atomic_write(self._target(), doc.dump())
         return f"removed the `{SERVER_NAME}` entry"
 
 
@@ -213,11 +326,31 @@ def file_client(key: str, platform: Platform) -> ConfigFileClient:
     return ConfigFileClient(next(spec for spec in FILE_CLIENTS if spec.key == key), platform)
 
 
-# --- Claude Code, through its CLI ----------------------------------------------------------------------
+# --- Clients configured by hand -----------------------------------------------------------------------
+
+
+class ManualClient:
+    """JetBrains AI Assistant keeps its MCP servers in the IDE's settings (Settings → Tools → AI Assistant →
+    Model Context Protocol → Add → As JSON), not in a file of a documented format: print the entry to paste."""
+
+    key = JETBRAINS
+    label = CLIENT_LABELS[JETBRAINS]
+    path: Path | None = None
+
+    def __init__(self, platform: Platform) -> None:
+        self.platform = platform
+
+    def manual_hint(self, entry: ServerEntry) -> str:
+        snippet = json.dumps({"mcpServers": {SERVER_NAME: dump_entry(Shape.STANDARD, entry, {})}}, indent=2)
+        return ("in the IDE: Settings → Tools → AI Assistant → Model Context Protocol (MCP) → Add → "
+                f"As JSON, paste:\n{snippet}")
+
+
+# --- Clients with an `mcp add` command ------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class ClaudeRegistration:
+class Registration:
     entry: ServerEntry
     user_scope: bool
     status: str
@@ -227,53 +360,115 @@ class ClaudeRegistration:
         return "Connected" in self.status and "Failed" not in self.status
 
 
-class ClaudeCode:
-    key = CLAUDE_CODE
-    label = CLIENT_LABELS[CLAUDE_CODE]
+
+class CliClient:
+    """A client whose own CLI adds, shows and removes servers."""
+
+    key: str
+    label: str
+    program: str
 
     def __init__(self, platform: Platform) -> None:
         self.platform = platform
-        self.exe = shutil.which("claude", path=platform.env.get("PATH", os.defpath))
+        self.exe = shutil.which(self.program, path=platform.env.get("PATH", os.defpath))
+
+    def add_argv(self, entry: ServerEntry) -> list[str]:
+        raise NotImplementedError
+
+    def remove_argv(self) -> list[str]:
+        raise NotImplementedError
+
+    def get_argv(self) -> list[str]:
+        raise NotImplementedError
+
+    def parse_get(self, stdout: str) -> Registration | None:
+        raise NotImplementedError
+
+    def _run(self, argv: list[str]) -> subprocess.CompletedProcess[str]:
+        # No bridge key (nor any other secret) in the child's environment either: it has no use for one.
+        env = scrubbed(environ=self.platform.env)
+        what = f"`{self.program} {' '.join(argv[1:3])}`"
+        try:
+            return subprocess.run(argv, env=env, cwd=self.platform.home, capture_output=True, text=True,
+                                  timeout=CLI_TIMEOUT_S, stdin=subprocess.DEVNULL, check=False)
+        except subprocess.TimeoutExpired:
+            # Not the exception's text: it repeats the whole command line.
+            raise ClientError(f"{what} did not finish within {CLI_TIMEOUT_S} s; check that "
+                              f"`{self.program} --version` works, then run install again") from None
+        except OSError as exc:
+            raise ClientError(f"{what} could not start: {exc.strerror}") from None
+
+    def get(self) -> Registration | None:
+        """What the client reports for the `compass` server, or None when it has none."""
+        assert self.exe is not None
+        done = self._run(self.get_argv())
+        return self.parse_get(done.stdout) if done.returncode == 0 else None
+
+    def add(self, entry: ServerEntry) -> None:
+        done = self._run(self.add_argv(entry))
+        if done.returncode != 0:
+            raise ClientError(f"`{self.program} mcp add` failed: {(done.stderr or done.stdout).strip()}")
+
+    def remove(self) -> None:
+        done = self._run(self.remove_argv())
+        if done.returncode != 0:
+            raise ClientError(f"`{self.program} mcp remove` failed: {(done.stderr or done.stdout).strip()}")
+
+
+def _env_options(flag: str, entry: ServerEntry) -> list[str]:
+    return [arg for name, value in sorted(entry.env.items()) for arg in (flag, f"{name}={value}")]
+
+
+class ClaudeCode(CliClient):
+    key = CLAUDE_CODE
+    label = CLIENT_LABELS[CLAUDE_CODE]
+    program = "claude"
 
     def add_argv(self, entry: ServerEntry) -> list[str]:
         # The name must come before -e: `-e` takes every following word as another variable.
-        env = [arg for name, value in sorted(entry.env.items()) for arg in ("-e", f"{name}={value}")]
-        return [self.exe or "claude", "mcp", "add", "--scope", "user", SERVER_NAME, *env,
+        return [self.exe or "claude", "mcp", "add", "--scope", "user", SERVER_NAME, *_env_options("-e", entry),
                 "--", entry.command, *entry.args]
 
     def remove_argv(self) -> list[str]:
         return [self.exe or "claude", "mcp", "remove", SERVER_NAME, "--scope", "user"]
 
-    def _run(self, argv: list[str]) -> subprocess.CompletedProcess[str]:
+    def get_argv(self) -> list[str]:
+        return [self.exe or "claude", "mcp", "get", SERVER_NAME]
+
+    def parse_get(self, stdout: str) -> Registration | None:
+        return parse_mcp_get(stdout)
+
+
+class Codex(CliClient):
+    key = CODEX
+    label = CLIENT_LABELS[CODEX]
+    program = "codex"
+
+    def add_argv(self, entry: ServerEntry) -> list[str]:
+        return [self.exe or "codex", "mcp", "add", SERVER_NAME, *_env_options("--env", entry), "--",
+                entry.command, *entry.args]
+
+    def remove_argv(self) -> list[str]:
+        return [self.exe or "codex", "mcp", "remove", SERVER_NAME]
+
+    def get_argv(self) -> list[str]:
+        return [self.exe or "codex", "mcp", "get", SERVER_NAME, "--json"]
+
+    def parse_get(self, stdout: str) -> Registration | None:
         try:
-            return subprocess.run(argv, env=dict(self.platform.env), cwd=self.platform.home, capture_output=True,
-                                  text=True, timeout=CLAUDE_TIMEOUT_S, stdin=subprocess.DEVNULL, check=False)
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            raise ClientError(f"`{quote_command(argv, self.platform)}` failed: {exc}") from exc
-
-    def get(self) -> ClaudeRegistration | None:
-        """What `claude mcp get compass` reports: the entry Claude Code would start, and its health."""
-        assert self.exe is not None
-        done = self._run([self.exe, "mcp", "get", SERVER_NAME])
-        if done.returncode != 0:
+            data = json.loads(stdout)
+            transport = data["transport"]
+            entry = ServerEntry(str(transport["command"]), tuple(str(a) for a in transport.get("args") or ()),
+                                {str(k): str(v) for k, v in (transport.get("env") or {}).items()})
+        except (ValueError, KeyError, TypeError, AttributeError):
             return None
-        return parse_mcp_get(done.stdout)
-
-    def add(self, entry: ServerEntry) -> None:
-        done = self._run(self.add_argv(entry))
-        if done.returncode != 0:
-            raise ClientError(f"`claude mcp add` failed: {(done.stderr or done.stdout).strip()}")
-
-    def remove(self) -> None:
-        done = self._run(self.remove_argv())
-        if done.returncode != 0:
-            raise ClientError(f"`claude mcp remove` failed: {(done.stderr or done.stdout).strip()}")
+        return Registration(entry, True, "enabled" if data.get("enabled", True) else "disabled")
 
 
 _FIELD = re.compile(r"^\s{2}(Scope|Status|Command|Args):\s?(.*)$")
 
 
-def parse_mcp_get(text: str) -> ClaudeRegistration | None:
+def parse_mcp_get(text: str) -> Registration | None:
     fields: dict[str, str] = {}
     env: dict[str, str] = {}
     in_env = False
@@ -293,4 +488,37 @@ def parse_mcp_get(text: str) -> ClaudeRegistration | None:
         return None
     # `claude mcp get` prints the arguments joined by spaces; ours never contain spaces.
     entry = ServerEntry(fields["Command"], tuple(fields.get("Args", "").split()), env)
-    return ClaudeRegistration(entry, "User" in fields.get("Scope", ""), fields.get("Status", ""))
+    return Registration(entry, "User" in fields.get("Scope", ""), fields.get("Status", ""))
+
+
+Client = ClaudeCode | Codex | ConfigFileClient | ManualClient
+
+
+def make_client(key: str, platform: Platform) -> Client:
+    if key == CLAUDE_CODE:
+        return ClaudeCode(platform)
+    if key == CODEX:
+        return Codex(platform)
+    if key == JETBRAINS:
+        return ManualClient(platform)
+    return file_client(key, platform)
+
+
+def known_config_paths(home: Path, env: Mapping[str, str] | None = None) -> list[Path]:
+    """Every MCP client config file the installer knows on this OS for the user `home` (whether it exists or
+    not), with the backups the installer keeps beside them: they may hold bridge keys or launch commands, so
+    the file tools protect them. `env` (default: this process's) supplies XDG_CONFIG_HOME, APPDATA and the like."""
+    current = Platform.current()
+    environ = dict(os.environ if env is None else env)
+    platform = Platform(current.os, home, environ, current.root)
+    codex_home = Path(environ["CODEX_HOME"]) if environ.get("CODEX_HOME") else home / ".codex"
+    # Claude Code's user and local scopes live in ~/.claude.json; Codex's in config.toml.
+    paths = [home / ".claude.json", home / ".claude" / "settings.json", codex_home / "config.toml"]
+    for spec in FILE_CLIENTS:
+        loc = spec.dirs.get(platform.os)
+        if loc is None:
+            continue
+        for name in spec.files:
+            path = loc.resolve(platform).joinpath(*name.split("/"))
+            paths += [path, path.with_name(path.name + BACKUP_SUFFIX)]
+    return paths

@@ -23,7 +23,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from mcp_bridge import __version__
+from mcp_bridge import __version__, key_refs
+from mcp_bridge.childenv import scrubbed
 from mcp_bridge.install import HOST_NAME, manifests
 from mcp_bridge.install.clients import (
     CLAUDE_CODE,
@@ -31,16 +32,21 @@ from mcp_bridge.install.clients import (
     HOME_ENV,
     KEY_ENV,
     ClaudeCode,
+    CliClient,
     ClientError,
+    ConfigFileClient,
+    ManualClient,
     ServerEntry,
-    file_client,
+    make_client,
 )
-from mcp_bridge.install.installer import Installer, Scope
+from mcp_bridge.install.installer import Installer, Scope, ephemeral_environment
 from mcp_bridge.install.launcher import LOG_NAME, pinned_python
-from mcp_bridge.install.layouts import OS, Family, Platform, browser_layouts
+from mcp_bridge.install.layouts import OS, Family, Platform, browser_layouts, sandboxed_browsers
 from mcp_bridge.install.record import Kind, Record, RecordError
 from mcp_bridge.install.registry import RegistryBackend
+from mcp_bridge.logs import log_location
 from mcp_bridge.paths import StatePaths
+from mcp_bridge.store import StoreError
 
 SELF_TEST_TIMEOUT_S = 15.0
 """Generous: a cold Python start on a loaded machine. A healthy host answers in about 0.1 s."""
@@ -93,14 +99,25 @@ class Doctor:
         records = list(self._records(checks))
         manifest_checks, launchers = self._manifests(records)
         checks += manifest_checks
+        checks += self._sandboxed()
+        checks += self._extension()
         checks += self._registry(records)
         checks += self._launchers(launchers, records)
         checks += self._runtime_dir()
         checks += self._live_hosts()
         checks += self._clients(records)
+        checks.append(Check("logs", Status.OK, log_location(self.paths)))
+        checks += self._store()
         checks += self._keys(records)
         checks += self._compass()
+        checks += self._agent()
         return checks
+
+    def _agent(self) -> Iterator[Check]:
+        from mcp_bridge.agent.health import findings
+
+        for area, status, detail, fix in findings(self.paths):
+            yield Check(area, Status(status), detail, fix)
 
     # --- package --------------------------------------------------------------------------------------
 
@@ -150,9 +167,9 @@ class Doctor:
                     found[path] = Manifest(path, layout.family)
         return list(found.values())
 
-    def _manifests(self, records: list[tuple[Scope, Record]]) -> tuple[list[Check], dict[Path, Family]]:
+    def _manifests(self, records: list[tuple[Scope, Record]]) -> tuple[list[Check], set[Path]]:
         checks: list[Check] = []
-        launchers: dict[Path, Family] = {}
+        launchers: set[Path] = set()
         reference = manifests.origin(manifests.reference_extension_id())
         for candidate in self._manifest_candidates(records):
             area = f"manifest {self._show(candidate.path)}"
@@ -180,20 +197,49 @@ class Doctor:
                 allowed = data.get("allowed_origins") or data.get("allowed_extensions") or []
                 checks.append(Check(area, Status.OK, f"allows {len(allowed)} extension(s); host "
                                     f"{self._show(launcher)}"))
-            launchers[launcher] = candidate.family
+            launchers.add(launcher)
         if self.posix:
             checks += self._browsers_without_manifest()
         return checks, launchers
 
     def _browsers_without_manifest(self) -> Iterator[Check]:
         for layout in browser_layouts(self.platform):
-            if not layout.installed or layout.family is not Family.CHROMIUM:
+            if not layout.installed:  # Firefox too: the reference add-on is allowed by default now
                 continue
             dirs = (*layout.user_manifest_dirs, *layout.system_manifest_dirs)
             if not any((d / f"{HOST_NAME}.json").exists() for d in dirs):
                 yield Check(layout.name, Status.WARN,
                             f"installed, but no host manifest in {self._show(dirs[0])}; {NOT_FOUND}",
                             f"run `compass-bridge install --browser {layout.key}`")
+
+    def _sandboxed(self) -> Iterator[Check]:
+        """Snap and Flatpak browsers: whether they can reach the host at all, and whether they will."""
+        for found in sandboxed_browsers(self.platform):
+            spec = found.spec
+            state = found.state(self.platform)
+            if spec.reads is None:
+                yield Check(spec.name, Status.WARN, f"{state}; it {spec.how}", spec.instead)
+                continue
+            reads = next(layout for layout in browser_layouts(self.platform) if layout.key == spec.reads)
+            dirs = reads.user_manifest_dirs
+            if any((d / f"{HOST_NAME}.json").exists() for d in dirs):
+                yield Check(spec.name, Status.OK, f"{state}; it {spec.how}, where the host manifest is")
+            else:
+                yield Check(spec.name, Status.WARN, f"{state}; it {spec.how}, but there is no host manifest in "
+                            f"{self._show(dirs[0])}; {NOT_FOUND}", f"run `compass-bridge install --browser {spec.key}`")
+
+    def _extension(self) -> Iterator[Check]:
+        from mcp_bridge.extension_id import extension_location, how_to_load
+
+        where = extension_location(self.paths)
+        if where["path"] is None:
+            yield Check("extension", Status.FAIL, where["problem"], "reinstall compass-bridge")
+        elif where["problem"]:
+            yield Check("extension", Status.WARN, f"only inside the package, {where['path']}, a path that moves "
+                        "when the Python does", "run `compass-bridge install`, which keeps a copy in the data "
+                        "directory; load that copy")
+        else:
+            yield Check("extension", Status.OK, how_to_load(Path(where["path"])))
 
     def _registry(self, records: list[tuple[Scope, Record]]) -> Iterator[Check]:
         backend = self.installer.registry
@@ -221,9 +267,9 @@ class Doctor:
                     return Path(item.data["log"])
         return self.paths.log_dir / LOG_NAME
 
-    def _launchers(self, launchers: dict[Path, Family], records: list[tuple[Scope, Record]]) -> Iterator[Check]:
+    def _launchers(self, launchers: set[Path], records: list[tuple[Scope, Record]]) -> Iterator[Check]:
         log = self._launch_log(records)
-        for launcher, family in launchers.items():
+        for launcher in sorted(launchers):
             area = f"launcher {self._show(launcher)}"
             if not launcher.is_file():
                 yield Check(area, Status.FAIL, f"missing; {NOT_FOUND}", "run `compass-bridge install`")
@@ -238,12 +284,17 @@ class Doctor:
                 yield Check(area, Status.FAIL, f"starts {python}, which no longer exists; {EXITED}",
                             "run `compass-bridge install` from the environment compass-bridge is installed in")
                 continue
+            vanishing = ephemeral_environment(Path(python), self.platform) if python else None
+            if vanishing:
+                yield Check(area, Status.WARN, f"starts {python}, in {vanishing}; once it is deleted, {EXITED}",
+                            "install compass-bridge with `uv tool install` or `pipx install`, then run "
+                            "`compass-bridge install` from there")
             # Same directory, same environment: `python` and `python3` in one venv are the same interpreter.
             if python and Path(python).absolute().parent != Path(sys.executable).absolute().parent:
                 yield Check(area, Status.WARN, f"starts {python}, but this compass-bridge runs from "
                             f"{sys.executable}", "run `compass-bridge install` to point it at this one")
-            if family is Family.CHROMIUM:
-                yield self._self_test(launcher, log)
+            # For a Firefox-only launcher too: the host ignores what the browser passes, so one test serves both.
+            yield self._self_test(launcher, log)
 
     def _self_test(self, launcher: Path, log: Path) -> Check:
         origin = manifests.origin(manifests.reference_extension_id())
@@ -295,65 +346,92 @@ class Doctor:
 
     def _clients(self, records: list[tuple[Scope, Record]]) -> Iterator[Check]:
         recorded = self._client_items(records)
-        yield self._claude_code(recorded.get(CLAUDE_CODE))
+        yield self._cli_client(ClaudeCode(self.platform), recorded.get(CLAUDE_CODE))
         for name, data in recorded.items():
-            if name != CLAUDE_CODE:
-                yield self._file_client(name, data)
+            if name == CLAUDE_CODE:
+                continue
+            client = make_client(name, self.platform)
+            if isinstance(client, CliClient):
+                yield self._cli_client(client, data)
+            elif isinstance(client, ManualClient):
+                yield Check(client.label, Status.SKIP, "configured in the IDE's settings, which doctor cannot read",
+                            "check that the `compass` server there runs "
+                            f"`{data.get('command')} serve --key-ref {data.get('key_ref')}`")
+            else:
+                yield self._file_client(client, data)
 
-    def _claude_code(self, data: dict[str, Any] | None) -> Check:
-        area = "Claude Code"
-        claude = ClaudeCode(self.platform)
-        if claude.exe is None:
+    def _cli_client(self, client: CliClient, data: dict[str, Any] | None) -> Check:
+        area = client.label
+        if client.exe is None:
             status = Status.WARN if data is not None else Status.SKIP
-            return Check(area, status, "`claude` is not on PATH", "install Claude Code, then run "
+            return Check(area, status, f"`{client.program}` is not on PATH", f"install {client.label}, then run "
                          "`compass-bridge install` to register the server" if data is not None else "")
         try:
-            registration = claude.get()
+            registration = client.get()
         except ClientError as exc:
-            return Check(area, Status.FAIL, str(exc), "check that `claude --version` works")
+            return Check(area, Status.FAIL, str(exc), f"check that `{client.program} --version` works")
         if registration is None:
             status = Status.FAIL if data is not None and data.get("state") == "registered" else Status.WARN
-            return Check(area, status, "no `compass` MCP server is registered", "run `compass-bridge install`")
-        problem = self._entry_key_problem(registration.entry)
+            return Check(area, status, "no `compass` MCP server is registered",
+                         f"run `compass-bridge install --client {client.key}`")
+        problem = self._entry_problem(registration.entry)
         if problem:
-            return Check(area, Status.FAIL, f"the `compass` server's key: {problem}",
-                         "run `compass-bridge install` to issue a new key and re-register")
-        if not registration.connected:
+            return Check(area, Status.FAIL, f"the `compass` server: {problem}",
+                         f"run `compass-bridge install --client {client.key}` to issue a new key and re-register")
+        if isinstance(client, ClaudeCode) and not registration.connected:
             return Check(area, Status.FAIL, f"`claude mcp get compass` reports {registration.status!r}",
                          f"run `{registration.entry.command} {' '.join(registration.entry.args)}` to see its error")
         return Check(area, Status.OK, f"`compass` registered ({registration.status})")
 
-    def _file_client(self, name: str, data: dict[str, Any]) -> Check:
-        client = file_client(name, self.platform)
-        area = CLIENT_LABELS[name]
+    def _file_client(self, client: ConfigFileClient, data: dict[str, Any]) -> Check:
+        area, name = client.label, client.key
+        # Install could not edit the file and printed the entry to add by hand: not done yet, not broken.
+        by_hand = data.get("state") == "manual"
         try:
             entry = client.current() if client.path and client.path.exists() else None
         except ClientError as exc:
-            return Check(area, Status.FAIL, str(exc))
+            return Check(area, Status.WARN if by_hand else Status.FAIL, str(exc),
+                         f"fix the file, then run `compass-bridge install --client {name}`")
+        if entry is None and by_hand:
+            return Check(area, Status.WARN, f"no `compass` entry in {data.get('path')} yet",
+                         f"add the entry install printed, or run `compass-bridge install --client {name}`")
         if entry is None:
             return Check(area, Status.FAIL, f"the `compass` entry install wrote to {data.get('path')} is gone",
                          f"run `compass-bridge install --client {name}`")
-        problem = self._entry_key_problem(entry)
+        problem = self._entry_problem(entry)
         if problem:
-            return Check(area, Status.FAIL, f"the `compass` entry's key: {problem}",
+            return Check(area, Status.FAIL, f"the `compass` entry: {problem}",
                          f"run `compass-bridge install --client {name}` to issue a new key")
         if not Path(entry.command).exists():
             return Check(area, Status.FAIL, f"starts {entry.command}, which does not exist",
                          f"run `compass-bridge install --client {name}`")
         return Check(area, Status.OK, f"`compass` in {self._show(client.path or '')}")
 
-    def _entry_key_problem(self, entry: ServerEntry) -> str | None:
-        if not entry.key:
+    def _entry_problem(self, entry: ServerEntry) -> str | None:
+        if entry.key and entry.key_ref is None:
+            return "it holds the bridge key itself, in a file any tool that reads it can leak; install replaces it " \
+                "with a key reference" if self.posix else None
+        if not entry.key_ref:
             return None  # no key: the config's default scopes apply, which is allowed
         if entry.env.get(HOME_ENV, self.platform.env.get(HOME_ENV)) != self.platform.env.get(HOME_ENV):
             return None  # another state dir's key store: not ours to judge
+        try:
+            key = key_refs.load(self.paths, entry.key_ref)
+        except key_refs.KeyRefError as exc:
+            return str(exc)
+        return self._key_problem(key)
+
+    def _key_problem(self, key: str) -> str | None:
         from mcp_bridge.keys import KeyProblem, KeyStore, Rejected
 
         if not self.paths.database.exists():
             return "the key store does not exist yet"
-        store = KeyStore.open(self.paths)
         try:
-            found = store.authenticate(entry.key)
+            store = KeyStore.open(self.paths)
+        except StoreError:
+            return "the key store cannot be used (see the 'bridge database' and 'key secret' checks)"
+        try:
+            found = store.authenticate(key)
         finally:
             store.close()
         if not isinstance(found, Rejected):
@@ -362,6 +440,13 @@ class Doctor:
             return ("it is not a compass-bridge key" if found.problem is KeyProblem.MALFORMED
                     else "it is not in this installation's key store")
         return f"key '{found.record.name}' ({found.record.prefix}…) is {found.problem.value}"
+
+    def _store(self) -> Iterator[Check]:
+        """The key secret and database can be used, and no usage rows were lost (mcp_bridge.store_health)."""
+        from mcp_bridge import store_health
+
+        for finding in store_health.check(self.paths):
+            yield Check(finding.area, Status(finding.status), finding.detail, finding.fix)
 
     def _keys(self, records: list[tuple[Scope, Record]]) -> Iterator[Check]:
         from mcp_bridge.keys import KeyStore, KeyStoreError, Rejected
@@ -374,7 +459,10 @@ class Doctor:
             yield Check("keys", Status.FAIL, f"the key store {self._show(self.paths.database)} is missing",
                         "run `compass-bridge install` to create keys again")
             return
-        store = KeyStore.open(self.paths)
+        try:
+            store = KeyStore.open(self.paths)
+        except StoreError:
+            return  # the store check above says what is wrong and how to fix it
         try:
             for item in items:
                 users = ", ".join(CLIENT_LABELS.get(o.partition(":")[2], o) for o in sorted(item.owners))
@@ -463,9 +551,10 @@ class SelfTest:
 
 
 def browser_env(platform: Platform) -> dict[str, str]:
-    """The environment a browser gives a host: none of our variables, and on macOS/Linux the Dock's PATH."""
-    dropped = {HOME_ENV, "PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", KEY_ENV}
-    env = {k: v for k, v in platform.env.items() if k not in dropped}
+    """The environment a browser gives a host: none of our variables or secrets, and on macOS/Linux the Dock's
+    PATH."""
+    dropped = {HOME_ENV, "PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV"}
+    env = scrubbed(environ={k: v for k, v in platform.env.items() if k not in dropped})
     if platform.os is not OS.WINDOWS:
         env["PATH"] = DOCK_PATH
     return env

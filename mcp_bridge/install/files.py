@@ -25,8 +25,8 @@ def make_dirs(path: Path) -> list[Path]:
     return created
 
 
-def atomic_write(path: Path, text: str, mode: int | None = None) -> None:
-    """Replace `path` with `text` so that a reader sees the old file or the new one, never a torn one.
+def atomic_write(path: Path, text: str | bytes, mode: int | None = None) -> None:
+    """Replace `path` with `text` (or bytes) so that a reader sees the old file or the new one, never a torn one.
 
     `mode` defaults to the existing file's mode, so rewriting a user's config keeps its permissions.
     """
@@ -38,8 +38,8 @@ def atomic_write(path: Path, text: str, mode: int | None = None) -> None:
     fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     tmp = Path(name)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(text if isinstance(text, bytes) else text.encode("utf-8"))
             f.flush()
             os.fsync(f.fileno())
         tmp.chmod(mode)

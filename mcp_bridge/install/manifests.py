@@ -12,7 +12,6 @@ import json
 import re
 from collections.abc import Iterable, Sequence
 from functools import cache
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -35,14 +34,13 @@ def extension_id_from_key(key_b64: str) -> str:
 
 
 def _packaged_extension_manifest() -> dict[str, Any] | None:
-    # A wheel carries the extension as mcp_bridge/_extension; a source checkout has it beside the package.
-    packaged = resources.files("mcp_bridge").joinpath("_extension", "manifest.json")
-    checkout = Path(__file__).resolve().parents[2] / "extension" / "manifest.json"
-    for candidate in (packaged, checkout):
-        if candidate.is_file():
-            data: dict[str, Any] = json.loads(candidate.read_text(encoding="utf-8"))
-            return data
-    return None
+    from mcp_bridge.extension_id import reference_extension_dir
+
+    shipped = reference_extension_dir()
+    if shipped is None:
+        return None
+    data: dict[str, Any] = json.loads((shipped / "manifest.json").read_text(encoding="utf-8"))
+    return data
 
 
 @cache
@@ -58,11 +56,10 @@ def reference_extension_id() -> str:
 
 @cache
 def reference_firefox_addon_id() -> str | None:
-    """The reference extension's Firefox add-on ID, when it declares one (it is Chromium-only so far)."""
-    manifest = _packaged_extension_manifest() or {}
-    gecko = manifest.get("browser_specific_settings", {}).get("gecko", {})
-    addon = gecko.get("id") if isinstance(gecko, dict) else None
-    return addon if isinstance(addon, str) and addon else None
+    """The reference extension's Firefox add-on ID (`browser_specific_settings.gecko.id`), when it declares one."""
+    from mcp_bridge.extension_id import firefox_addon_id
+
+    return firefox_addon_id(_packaged_extension_manifest() or {})
 
 
 def validate_extension_id(value: str) -> str:

@@ -145,7 +145,8 @@ class Plan:
         return self.ok
 
     def lines(self, dry_run: bool) -> list[str]:
-        out = [a.line(dry_run) for a in self.actions]
+        # A blocked plan was not carried out: say what it would have done, not "created".
+        out = [a.line(dry_run or self.blocked is not None) for a in self.actions]
         out += self.notes
         if self.blocked:
             out.append(self.blocked)

@@ -8,6 +8,8 @@ stay listed (and explain how to connect a browser) while none is connected, even
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -19,12 +21,21 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-from mcp_types import ImageContent, TextContent
 
 from mcp_bridge import __version__
-from mcp_bridge.extension_id import REFERENCE_EXTENSION_ID, reference_extension_dir
 from mcp_bridge.scopes import Scope, ScopeError, parse_scope
-from mcp_bridge.tools.base import CallContext, Content, Handler, Hints, Resource, Tool, ToolFailure, ToolOutput
+from mcp_bridge.tools.base import (
+    CallContext,
+    Content,
+    Handler,
+    Hints,
+    ImageContent,
+    Resource,
+    TextContent,
+    Tool,
+    ToolFailure,
+    ToolOutput,
+)
 from native_host.client import HostAddress, HostClient, RelayError, discover_hosts
 from native_host.runtime_dir import UnsafeRuntimeDir
 
@@ -60,12 +71,15 @@ _RELAY_ERRORS: Mapping[str, str] = {
 
 
 def how_to_connect() -> str:
-    folder = reference_extension_dir()
-    where = str(folder) if folder else "the `extension` folder of compass-bridge"
-    return ("To connect a browser: load the compass-bridge extension in Chrome or Chromium (chrome://extensions → "
-            f"Developer mode → Load unpacked → {where}; its ID is {REFERENCE_EXTENSION_ID}), run "
-            "`compass-bridge install` so the browser can start the native host, and keep the browser open. "
-            "`bridge_status` shows what the server found.")
+    """What to do when no browser is connected: where to load the extension from and the steps per browser."""
+    # Imported here: it is needed only when a call finds no browser, and reads the extension's files then.
+    from mcp_bridge.extension_id import extension_location, how_to_load
+
+    where = extension_location()
+    load = how_to_load(Path(where["path"])) if where["path"] else "Load the compass-bridge browser extension."
+    problem = f"\n({where['problem']})" if where["problem"] else ""
+    return ("To connect a browser: run `compass-bridge install` (so the browser can start the native host) and keep "
+            f"the browser open.\n{load}{problem}\n`bridge_status` shows what the server found.")
 
 
 
@@ -109,10 +123,15 @@ class BrowserSource:
         self._hosts: dict[HostAddress, _Host] = {}
         self._scan_problem: str | None = None
         self._subscribers: list[Callable[[], None]] = []
-        self._scan_lock = anyio.Lock()
-        self._wake = anyio.Event()
-        self._scanned_once = anyio.Event()
+        # asyncio's own primitives, not anyio's: the scan runs as the server starts, and the first use of an
+        # anyio primitive loads anyio's asyncio backend (~15 ms), which the first answers need not wait for.
+        self._scan_lock = asyncio.Lock()
+        self._wake = asyncio.Event()
+        self._scanned_once = asyncio.Event()
         self._catalog: list[dict[str, Any]] = self._load_catalog()
+        # The saved catalog is only a file on disk, which others than the extension can write: until a live
+        # extension declares its tools again, every one of them needs `admin` (see _build_tools).
+        self._confirmed = False
         self._tools = self._build_tools(self._catalog)
 
     # -- ToolSource --------------------------------------------------------------------------
@@ -146,9 +165,10 @@ class BrowserSource:
             while True:
                 await self._scan()
                 self._scanned_once.set()
-                with anyio.move_on_after(self._rescan_interval_s):
-                    await self._wake.wait()
-                self._wake = anyio.Event()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self._rescan_interval_s):
+                        await self._wake.wait()
+                self._wake = asyncio.Event()
         finally:
             with anyio.CancelScope(shield=True):
                 for host in list(self._hosts.values()):
@@ -169,7 +189,7 @@ class BrowserSource:
         """Find live hosts and connect to the ones we are not connected to (unless backing off)."""
         async with self._scan_lock:
             try:
-                found = await anyio.to_thread.run_sync(discover_hosts, self._run_dir)
+                found = await asyncio.to_thread(discover_hosts, self._run_dir)
             except UnsafeRuntimeDir as exc:
                 self._scan_problem = str(exc)
                 return
@@ -238,9 +258,9 @@ class BrowserSource:
                 if isinstance(entry, dict) and isinstance(entry.get("name"), str):
                     merged.setdefault(entry["name"], entry)
         catalog = [merged[name] for name in sorted(merged)]
-        if catalog == self._catalog:
+        if catalog == self._catalog and self._confirmed:
             return
-        self._catalog = catalog
+        self._catalog, self._confirmed = catalog, True
         self._tools = self._build_tools(catalog)
         self._save_catalog(catalog)
         for notify in self._subscribers:
@@ -284,9 +304,14 @@ class BrowserSource:
             except ScopeError:
                 # An extension that forgets or misspells a scope gets the strictest one, not the loosest.
                 scope = Scope.ADMIN
+            description = str(entry.get("description") or f"The browser extension's `{name}` tool.")
+            if not self._confirmed:
+                scope = Scope.ADMIN
+                description += (" (Known from the saved catalog only: needs the admin scope until a browser "
+                                "with the extension connects and declares it again.)")
             tools.append(Tool(
                 name=PREFIX + name,
-                description=str(entry.get("description") or f"The browser extension's `{name}` tool."),
+                description=description,
                 scope=scope,
                 hints=Hints(read_only=scope is Scope.READ, destructive=scope is not Scope.READ,
                             idempotent=scope is Scope.READ, open_world=True),

@@ -1,33 +1,49 @@
 """The file tools: read_file, list_directory, search_files, write_file and edit_file.
 
-Every path goes through the `PathPolicy` before anything touches it. The file work itself runs in a
-worker thread, so a large file or directory tree never holds up the server's other requests; only
-read_file of a small regular file runs on the event loop (see `_read_file`).
+Every path goes through the `PathPolicy` before anything touches it, and is then opened beneath its root's
+directory descriptor without following any symlink (`PathPolicy.open`), so a swap after the check cannot lead
+out. The file work itself runs in a worker thread, so a large file or directory tree never holds up the
+server's other requests; only read_file of a small regular file runs on the event loop (see `_read_file`).
+A search is bounded in results, entries, depth and time, and stops when its call is cancelled.
 """
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import errno
 import os
-import re
-import secrets
 import stat
+import sys
+import threading
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
+from itertools import islice
 from operator import attrgetter
 from pathlib import Path
 from typing import BinaryIO, TypeVar
 
 import anyio
-import pathspec
-from pydantic import BaseModel, ConfigDict, Field
 
+from mcp_bridge.beneath import Dir
 from mcp_bridge.config import Limits
-from mcp_bridge.pathpolicy import PathPolicy
+from mcp_bridge.pathpolicy import PathPolicy, PathRefused
 from mcp_bridge.scopes import Scope
-from mcp_bridge.tools.base import READ_ONLY, CallContext, Hints, Tool, ToolFailure, ToolOutput, model_tool
+from mcp_bridge.tools.base import (
+    READ_ONLY,
+    Args,
+    CallContext,
+    Hints,
+    Tool,
+    ToolFailure,
+    ToolOutput,
+    arg,
+    declared_tool,
+)
+from mcp_bridge.tools.glob import Glob
+from mcp_bridge.tools.tempfiles import TempJournal
 
 DEFAULT_LINES = 2000
 _CHUNK = 64 * 1024
@@ -35,55 +51,58 @@ _INLINE_MAX = 256 * 1024
 """read_file reads a regular file up to this size on the event loop, in one read (see _read_file)."""
 _GITIGNORE_MAX_CHARS = 1024 * 1024
 """More than any real .gitignore; bounds the memory a hostile one could take."""
-# Flags that do nothing where they do not exist (O_BINARY is Windows-only, O_NOFOLLOW/O_NONBLOCK POSIX).
-_O_BINARY = getattr(os, "O_BINARY", 0)
-_O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_GITIGNORE_MAX_RULES = 10_000
+"""Most .gitignore rules one search loads, from all its files together (real ones hold tens to hundreds): each
+rule takes memory and is tried against every name below its file, and the agent may have written them."""
+_MAX_EXCLUDES = 1000
+"""Most `exclude` globs one search takes, for the same reasons."""
+_MAX_DEPTH = 128
+"""Deepest directory a search enters: it holds one descriptor per level, and no real tree is this deep."""
+_CHECK_EVERY = 256
+"""A search looks at the clock and its cancel flag once per this many units of work: an entry visited is one,
+plus one per glob (exclude or .gitignore rule) it may be matched against, so many rules mean frequent checks."""
+# Flags that do nothing where they do not exist (O_NONBLOCK is POSIX).
 _O_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
 
-ArgsT = TypeVar("ArgsT", bound=BaseModel)
+ArgsT = TypeVar("ArgsT", bound=Args)
 
 _WRITE = Hints(read_only=False, destructive=True, idempotent=True)
 _EDIT = Hints(read_only=False, destructive=True, idempotent=False)
 
 
-class _Args(BaseModel):
-    # A misspelt argument (say `file_path`) should be an error, not silently ignored.
-    model_config = ConfigDict(extra="forbid")
+class ReadFileArgs(Args):
+    path: str = arg(description="File to read: absolute, or relative to the first allowed root.")
+    offset: int = arg(0, ge=0, description="0-based index of the first line to return.")
+    limit: int = arg(DEFAULT_LINES, ge=1, description="Most lines to return.")
 
 
-class ReadFileArgs(_Args):
-    path: str = Field(description="File to read: absolute, or relative to the first allowed root.")
-    offset: int = Field(0, ge=0, description="0-based index of the first line to return.")
-    limit: int = Field(DEFAULT_LINES, ge=1, description="Most lines to return.")
+class ListDirectoryArgs(Args):
+    path: str = arg(".", description="Directory to list: absolute, or relative to the first allowed root.")
 
 
-class ListDirectoryArgs(_Args):
-    path: str = Field(".", description="Directory to list: absolute, or relative to the first allowed root.")
-
-
-class SearchFilesArgs(_Args):
-    path: str = Field(".", description="Directory to search in: absolute, or relative to the first allowed root.")
-    pattern: str = Field(min_length=1, description="Glob: `*` and `?` stay within one name, `**` spans "
+class SearchFilesArgs(Args):
+    path: str = arg(".", description="Directory to search in: absolute, or relative to the first allowed root.")
+    pattern: str = arg(min_length=1, description="Glob: `*` and `?` stay within one name, `**` spans "
                          "directories. Without a `/` it matches names at any depth (`*.py`); with one it is "
                          "anchored at `path` (`src/*.py`, `**/test_*.py`). A trailing `/` matches directories only.")
-    exclude: list[str] = Field(default_factory=list, description="Globs (same rules) to leave out; an excluded "
+    exclude: list[str] = arg(default_factory=list, description="Globs (same rules) to leave out; an excluded "
                                "directory is not searched at all.")
-    max_results: int | None = Field(None, ge=1, description="Most matches to return (default and maximum: the "
+    max_results: int | None = arg(None, ge=1, description="Most matches to return (default and maximum: the "
                                     "configured search_max_results).")
-    respect_gitignore: bool = Field(True, description="Skip what .gitignore files exclude (the default).")
+    respect_gitignore: bool = arg(True, description="Skip what .gitignore files exclude (the default).")
 
 
-class WriteFileArgs(_Args):
-    path: str = Field(description="File to write: absolute, or relative to the first allowed root.")
-    content: str = Field(description="The whole new content, written as UTF-8.")
-    create_dirs: bool = Field(False, description="Create missing parent directories.")
+class WriteFileArgs(Args):
+    path: str = arg(description="File to write: absolute, or relative to the first allowed root.")
+    content: str = arg(description="The whole new content, written as UTF-8.")
+    create_dirs: bool = arg(False, description="Create missing parent directories.")
 
 
-class EditFileArgs(_Args):
-    path: str = Field(description="File to edit: absolute, or relative to the first allowed root.")
-    old_text: str = Field(min_length=1, description="Exact text to replace; it must occur exactly once.")
-    new_text: str = Field(description="Replacement text.")
-    dry_run: bool = Field(False, description="Only show the diff; leave the file unchanged.")
+class EditFileArgs(Args):
+    path: str = arg(description="File to edit: absolute, or relative to the first allowed root.")
+    old_text: str = arg(min_length=1, description="Exact text to replace; it must occur exactly once.")
+    new_text: str = arg(description="Replacement text.")
+    dry_run: bool = arg(False, description="Only show the diff; leave the file unchanged.")
 
 
 # -- failures -----------------------------------------------------------------------------------
@@ -97,7 +116,9 @@ def _os_failure(action: str, exc: OSError) -> ToolFailure:
         errno.ENOSPC: "the disk is full; free some space and try again",
         errno.EROFS: "the file system is read-only; choose a path on a writable one",
         errno.EISDIR: "it is a directory; give a file path",
-        errno.ELOOP: "a symlink appeared in its place while the tool was working; check the path and try again",
+        errno.ELOOP: "a symlink appeared in its path while the tool was working (symlinks found after the check "
+                     "are never followed); check the path and try again",
+        errno.EXDEV: "its path changed while the tool was working and now leads out of the root; check the path",
     }.get(exc.errno or 0, "check the path and try again")
     return ToolFailure(f"{action} failed: {exc.strerror or exc}; {advice}")
 
@@ -130,8 +151,8 @@ def _too_large(what: str, limits: Limits, remedy: str) -> ToolFailure:
 # -- reading ------------------------------------------------------------------------------------
 
 
-def _open_regular(real: Path, shown: str, purpose: str) -> tuple[BinaryIO, os.stat_result]:
-    """Open a regular file for reading without ever opening a FIFO or device, or following a new symlink."""
+def _open_regular(policy: PathPolicy, real: Path, shown: str, purpose: str) -> tuple[BinaryIO, os.stat_result]:
+    """Open a regular file for reading without ever opening a FIFO or device, or following a symlink."""
     try:
         before = real.stat()
     except OSError as exc:
@@ -140,7 +161,7 @@ def _open_regular(real: Path, shown: str, purpose: str) -> tuple[BinaryIO, os.st
         raise _not_regular(shown, before.st_mode, purpose)
     try:
         # O_NONBLOCK: should the file be swapped for a FIFO after the check above, open must not hang.
-        fd = os.open(real, os.O_RDONLY | _O_NONBLOCK | _O_NOFOLLOW | _O_BINARY)
+        fd = policy.open(real, os.O_RDONLY | _O_NONBLOCK, shown=shown, writing=False)
     except OSError as exc:
         raise _os_failure(f"opening {shown!r}", exc) from None
     opened = os.fstat(fd)
@@ -247,7 +268,7 @@ async def _read_file(policy: PathPolicy, limits: Limits, args: ReadFileArgs, cal
     server rather than one worker thread.
     """
     real = policy.resolve(args.path, must_exist=True)
-    f, st = _open_regular(real, args.path, "read_file")
+    f, st = _open_regular(policy, real, args.path, "read_file")
     with f:
         if st.st_size <= _INLINE_MAX:
             return _read_opened(f, st, limits, args)
@@ -278,8 +299,9 @@ def _read_opened(f: BinaryIO, st: os.stat_result, limits: Limits, args: ReadFile
     return ToolOutput.text(text + ("" if text.endswith("\n") else "\n") + note)
 
 
-def _read_whole_text(real: Path, shown: str, limits: Limits, purpose: str) -> tuple[str, os.stat_result]:
-    f, st = _open_regular(real, shown, purpose)
+def _read_whole_text(policy: PathPolicy, real: Path, shown: str, limits: Limits,
+                     purpose: str) -> tuple[str, os.stat_result]:
+    f, st = _open_regular(policy, real, shown, purpose)
     with f:
         data = f.read(limits.read_max_bytes + 1)
     if len(data) > limits.read_max_bytes:
@@ -292,15 +314,29 @@ def _read_whole_text(real: Path, shown: str, limits: Limits, purpose: str) -> tu
 # -- listing ------------------------------------------------------------------------------------
 
 
-def _entry_line(entry: os.DirEntry[str]) -> dict[str, object] | None:
+def _printable(name: str) -> str:
+    """`name` as JSON can carry it: bytes of a file name that are not UTF-8 (which Python keeps as lone
+    surrogates, and no answer could be encoded with) are shown as `\\xff`. Such a name, which an agent can
+    create to make a listing fail, is then listed like any other, though no tool can open it by that text."""
+    if name.isascii():
+        return name
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return name
+
+
+def _entry_line(held: Dir, entry: os.DirEntry[str]) -> dict[str, object] | None:
     """One directory entry, described without following a symlink; None if it vanished meanwhile."""
+    name = _printable(entry.name)
     try:
         if entry.is_symlink():
-            return {"name": entry.name, "type": "symlink", "size": None, "target": str(Path(entry.path).readlink())}
+            return {"name": name, "type": "symlink", "size": None, "target": _printable(held.readlink(entry.name))}
         if entry.is_dir(follow_symlinks=False):
-            return {"name": entry.name, "type": "dir", "size": None}
+            return {"name": name, "type": "dir", "size": None}
         kind = "file" if entry.is_file(follow_symlinks=False) else "other"
-        return {"name": entry.name, "type": kind, "size": entry.stat(follow_symlinks=False).st_size}
+        return {"name": name, "type": kind, "size": entry.stat(follow_symlinks=False).st_size}
     except FileNotFoundError:
         return None
 
@@ -309,126 +345,136 @@ def _list_directory(policy: PathPolicy, limits: Limits, args: ListDirectoryArgs)
     real = policy.resolve(args.path, must_exist=True)
     if not real.is_dir():
         raise ToolFailure(f"{args.path!r} is not a directory; use read_file to read a file")
+    budget = limits.search_max_entries
+    entries: list[os.DirEntry[str]] = []
+    hidden = 0
+    more = False
     try:
-        with os.scandir(real) as it:
-            entries = sorted(it, key=attrgetter("name"))
+        with policy.open_dir(real, shown=args.path, writing=False) as held, held.scandir() as it:
+            hides = policy.hider(os.fspath(real))
+            for entry in it:
+                if len(entries) + hidden == budget:
+                    more = True  # memory and time stay bounded however large the directory
+                    break
+                if hides is not None and hides(entry.name):
+                    hidden += 1
+                else:
+                    entries.append(entry)
+            entries.sort(key=attrgetter("name"))
+            cap = limits.search_max_results
+            described = [d for d in (_entry_line(held, e) for e in entries[:cap]) if d is not None]
     except OSError as exc:
         raise _os_failure(f"listing {args.path!r}", exc) from None
-    cap = limits.search_max_results
-    described = [d for d in map(_entry_line, entries[:cap]) if d is not None]
-    lines = [f"{real}: {len(entries)} entr{'y' if len(entries) == 1 else 'ies'}"]
+    lines = [f"{real}: {len(entries)}{'+' if more else ''} entr{'y' if len(entries) == 1 else 'ies'}"]
     for d in described:
         size = "-" if d["size"] is None else f"{d['size']:,}"
         name = f"{d['name']}/" if d["type"] == "dir" else str(d["name"])
         if d["type"] == "symlink":
             name += f" -> {d['target']}"
         lines.append(f"{d['type']:<7} {size:>14}  {name}")
-    truncated = len(entries) > cap
-    if truncated:
+    truncated = len(entries) > cap or more
+    if more:
+        lines.append(f"[the directory holds more than search_max_entries ({budget:,}) entries; only that many were "
+                     "read, so this is not all of it — ask the user to raise `search_max_entries` under [limits] in "
+                     "config.toml to see the rest]")
+    elif len(entries) > cap:
         lines.append(f"[first {cap} of {len(entries)} entries (search_max_results); use search_files with a "
                      "pattern to find the others]")
+    if hidden:
+        lines.append(f"[{hidden} protected entr{'y' if hidden == 1 else 'ies'} left out: no tool may read them "
+                     "(see docs/SECURITY.md)]")
     return ToolOutput.text("\n".join(lines), {"path": str(real), "entries": described, "truncated": truncated})
 
 
 # -- searching ----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Glob:
-    """A glob in the search_files dialect (see its description), compiled to a regular expression."""
+class _Ignore:
+    """The rules of one .gitignore file, applied to paths relative to the searched directory.
 
-    regex: re.Pattern[str]
-    dirs_only: bool
+    Matched with `Glob` (linear time) rather than a regex library: the agent may have written the file.
+    """
+
+    def __init__(self, rules: Sequence[tuple[bool, Glob]], lead: str, cut: int) -> None:
+        self.rules = rules
+        """(negated, glob) in file order; the last that matches decides."""
+        # Most lines name one file or directory (`node_modules/`, `.env`): those are found by the path's last
+        # name instead of being tried one by one.
+        self._by_name: dict[str, list[int]] = {}
+        for i, (_, glob) in enumerate(rules):
+            if glob.exact_name is not None:
+                self._by_name.setdefault(glob.exact_name, []).append(i)
+        self._others = [i for i, (_, glob) in enumerate(rules) if glob.exact_name is None][::-1]
+        self.lead = lead
+        """The searched directory relative to the .gitignore's directory ("" or "a/b/"), for files above it."""
+        self.cut = cut
+        """How many leading characters of a searched path lie above the .gitignore's directory."""
 
     @classmethod
-    def compile(cls, pattern: str) -> Glob:
-        text = pattern
-        while text.startswith("./"):
-            text = text[2:]
-        dirs_only = text.endswith("/")
-        # A slash at the start or in the middle anchors the pattern at the searched directory, as in .gitignore.
-        anchored = "/" in text.rstrip("/")
-        segments = [s for s in text.split("/") if s]
-        if not segments:
-            raise ToolFailure(f"pattern {pattern!r} names nothing; give a glob such as '*.py' or 'src/**/*.ts'")
-        parts = []
-        for i, segment in enumerate(segments):
-            last = i == len(segments) - 1
-            if segment == "**":
-                parts.append(".*" if last else "(?:[^/]+/)*")
-            else:
-                parts.append(_segment_regex(segment) + ("" if last else "/"))
-        body = "".join(parts) if anchored else "(?:[^/]+/)*" + "".join(parts)
-        try:
-            return cls(re.compile(rf"\A{body}\Z", re.DOTALL), dirs_only)
-        except re.error as exc:
-            raise ToolFailure(f"pattern {pattern!r} is not a valid glob ({exc}); check its [...] classes") from None
-
-    def matches(self, rel: str, is_dir: bool) -> bool:
-        return (is_dir or not self.dirs_only) and self.regex.match(rel) is not None
-
-
-def _segment_regex(segment: str) -> str:
-    out: list[str] = []
-    i = 0
-    while i < len(segment):
-        c = segment[i]
-        if c == "*":
-            while i + 1 < len(segment) and segment[i + 1] == "*":
-                i += 1
-            out.append("[^/]*")
-        elif c == "?":
-            out.append("[^/]")
-        elif c == "\\" and i + 1 < len(segment):
-            i += 1
-            out.append(re.escape(segment[i]))
-        elif c == "[":
-            j = i + 1
-            negated = j < len(segment) and segment[j] in "!^"
-            j += negated
-            if j < len(segment) and segment[j] == "]":
-                j += 1  # a leading ] is a member of the class, not its end
-            close = segment.find("]", j)
-            if close < 0:
-                out.append(re.escape(c))
-            else:
-                members = segment[i + 1 + negated : close].replace("\\", "\\\\")
-                out.append(f"[^/{members}]" if negated else f"[{members}]")
-                i = close
-        else:
-            out.append(re.escape(c))
-        i += 1
-    return "".join(out)
-
-
-@dataclass(frozen=True)
-class _Ignore:
-    """The rules of one .gitignore file, applied to paths relative to the searched directory."""
-
-    spec: pathspec.GitIgnoreSpec
-    lead: str
-    """The searched directory relative to the .gitignore's directory ("" or "a/b/"), for files above it."""
-    cut: int
-    """How many leading characters of a searched path lie above the .gitignore's directory."""
+    def parse(cls, text: str, lead: str, cut: int, room: int = _GITIGNORE_MAX_RULES) -> _Ignore:
+        """The rules of `text`; a `_Stop` if it holds more than `room` (what the search has left)."""
+        rules: list[tuple[bool, Glob]] = []
+        for raw in text.splitlines():
+            line = raw
+            while line.endswith(" ") and not line.endswith("\\ "):
+                line = line[:-1]  # trailing spaces are ignored unless escaped
+            if not line or line.startswith("#"):
+                continue
+            negated = line.startswith("!")
+            if negated or line.startswith(("\\!", "\\#")):
+                line = line[1:]
+            if len(rules) == room:
+                raise _Stop(f"the .gitignore files hold more than {_GITIGNORE_MAX_RULES:,} rules, more than a search "
+                            "applies — search with respect_gitignore=false, or from a directory below the big "
+                            ".gitignore")
+            try:
+                rules.append((negated, Glob.compile(line)))
+            except ToolFailure:
+                continue  # a line that names nothing (say "/") hides nothing, as in git
+        return cls(rules, lead, cut)
 
     def decides(self, rel: str, is_dir: bool) -> bool | None:
-        result = self.spec.check_file(self.lead + rel[self.cut :] + ("/" if is_dir else ""))
-        return result.include
+        """True (ignored), False (re-included) or None (no opinion) for a path relative to the searched dir."""
+        return self._decide(self.lead + rel[self.cut :], is_dir)
+
+    def _decide(self, path: str, is_dir: bool) -> bool | None:
+        last = -1
+        for i in reversed(self._by_name.get(path[path.rfind("/") + 1 :], ())):
+            if self.rules[i][1].matches(path, is_dir):
+                last = i
+                break
+        for i in self._others:
+            if i < last:
+                break
+            if self.rules[i][1].matches(path, is_dir):
+                last = i
+                break
+        return None if last < 0 else not self.rules[last][0]
+
+    def excludes_lead(self) -> bool:
+        """Whether this file (above the searched directory) ignores that directory or one between them."""
+        parts = self.lead.rstrip("/").split("/")
+        return any(self._decide("/".join(parts[:depth]), True) for depth in range(1, len(parts) + 1))
 
 
-def _open_plain(path: str, flags: int) -> int:
-    # A .gitignore that is a symlink (possibly leading out of the roots) is not followed, and one that is
-    # a FIFO cannot block the search.
-    return os.open(path, flags | _O_NOFOLLOW | _O_NONBLOCK)
+def _load_ignore(policy: PathPolicy, held: Dir | None, real: Path, lead: str, cut: int,
+                 room: int = _GITIGNORE_MAX_RULES) -> _Ignore | None:
+    """The .gitignore at `real` (opened in `held` when given); None if it is missing, not a plain file or unreadable.
 
-
-def _load_ignore(path: str, lead: str, cut: int) -> _Ignore | None:
+    A .gitignore that is a symlink (possibly leading out of the roots) is not followed, and one that is a FIFO
+    cannot block the search; at most _GITIGNORE_MAX_CHARS are read, and at most `room` rules kept (else `_Stop`).
+    """
     try:
-        with open(path, encoding="utf-8", errors="replace", opener=_open_plain) as f:
-            lines = f.read(_GITIGNORE_MAX_CHARS).splitlines()
-        return _Ignore(pathspec.GitIgnoreSpec.from_lines(lines), lead, cut)
-    except (OSError, ValueError, re.error):
-        # An unreadable or malformed .gitignore hides nothing rather than failing the whole search.
+        if held is not None:
+            fd = held.open(real.name, os.O_RDONLY | _O_NONBLOCK)
+        else:
+            fd = policy.open(real, os.O_RDONLY | _O_NONBLOCK, shown=str(real), writing=False)
+        with open(fd, encoding="utf-8", errors="replace") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                return None
+            return _Ignore.parse(f.read(_GITIGNORE_MAX_CHARS), lead, cut, room)
+    except (OSError, PathRefused):
+        # An unreadable .gitignore hides nothing rather than failing the whole search.
         return None
 
 
@@ -441,66 +487,120 @@ def _ignored(rules: Sequence[_Ignore], rel: str, is_dir: bool) -> bool:
     return False
 
 
-def _outer_ignores(base: Path, roots: Sequence[Path]) -> list[_Ignore]:
+def _outer_ignores(policy: PathPolicy, base: Path, room: int = _GITIGNORE_MAX_RULES) -> list[_Ignore]:
     """The .gitignore files above `base` that still apply to it, up to the repository top or the root.
 
     None of them if they exclude `base` itself: a directory searched by explicit request is searched, as
-    `git add -f` would add it, with only the .gitignore files inside it applying.
+    `git add -f` would add it, with only the .gitignore files inside it applying. More than `room` rules in
+    all: `_Stop`.
     """
     found: list[_Ignore] = []
     here = base
-    while here not in roots and not os.path.lexists(here / ".git"):
+    while here not in policy.roots and not os.path.lexists(here / ".git"):
         parent = here.parent
         if parent == here:
             break
         lead = base.relative_to(parent).as_posix() + "/"
-        rule = _load_ignore(os.fspath(parent / ".gitignore"), lead, 0)
+        rule = _load_ignore(policy, None, parent / ".gitignore", lead, 0, room)
         if rule is not None:
             found.append(rule)
+            room -= len(rule.rules)
         here = parent
     found.reverse()
     for rule in reversed(found):
-        excluded = rule.spec.check_file(rule.lead).include
-        if excluded is not None:
-            return [] if excluded else found
+        if rule.excludes_lead():
+            return []
     return found
 
 
 @dataclass
 class _Frame:
+    held: Dir
+    real: str
     entries: list[os.DirEntry[str]]
     prefix: str
     rules: tuple[_Ignore, ...]
+    hides: Callable[[str], bool] | None
+    cost: int
+    """Units of work per entry: the entry, and each glob it may be matched against."""
     index: int = 0
+
+
+class _Stop(Exception):
+    """A search budget ran out or the call was cancelled; `why` is what the note says."""
+
+    def __init__(self, why: str) -> None:
+        self.why = why
 
 
 @dataclass
 class _Search:
+    policy: PathPolicy
     pattern: Glob
     excludes: list[Glob]
     gitignore: bool
     max_results: int
+    max_entries: int
+    deadline: float
+    cancelled: threading.Event
     matches: list[str] = field(default_factory=list)
     unreadable: int = 0
+    protected: int = 0
+    too_deep: int = 0
+    entries: int = 0
+    """Entries visited."""
+    work: int = 0
+    """Units of work done (see _CHECK_EVERY)."""
+    rules_room: int = _GITIGNORE_MAX_RULES
+    """How many more .gitignore rules the search may load."""
+    listed: int = 0
+    """Entries listed (read from directories), visited or not yet: what search_max_entries bounds."""
+    stopped: str | None = None
+    """Why the walk stopped before its end (a budget or a cancel), if it did."""
 
-    def run(self, base: str, outer: Sequence[_Ignore]) -> bool:
-        """Walk `base` depth-first in name order; True if it stopped at max_results with more to find."""
-        first = self._frame(base, "", tuple(outer))
-        stack = [first] if first is not None else []
+    def run(self, base: Dir, real: Path) -> bool:
+        """Walk `base` (the directory `real`) depth-first in name order; True if it stopped at max_results with
+        more to find."""
+        stack: list[_Frame] = []
+        try:
+            outer = _outer_ignores(self.policy, real, self.rules_room) if self.gitignore else []
+            self.rules_room -= sum(len(rule.rules) for rule in outer)
+            first = self._frame(base, "", tuple(outer))
+            if first is not None:
+                stack.append(first)
+            return self._walk(stack)
+        except _Stop as stop:
+            self.stopped = stop.why
+            return False
+        finally:
+            for frame in stack[1:]:
+                frame.held.close()
+
+    def _walk(self, stack: list[_Frame]) -> bool:
         while stack:
             frame = stack[-1]
             if frame.index == len(frame.entries):
+                if len(stack) > 1:
+                    frame.held.close()
                 stack.pop()
                 continue
             entry = frame.entries[frame.index]
             frame.index += 1
+            self.entries += 1
+            before = self.work
+            self.work += frame.cost
+            if self.work // _CHECK_EVERY != before // _CHECK_EVERY:
+                self._check()
             # d_type answers this without a stat; a symlinked directory is not a directory here, so it is
             # never entered and the walk cannot leave the roots through it.
             is_dir = entry.is_dir(follow_symlinks=False)
             rel = frame.prefix + entry.name
             if is_dir and entry.name == ".git":
                 continue
-            if any(g.matches(rel, is_dir) for g in self.excludes):
+            if frame.hides is not None and frame.hides(entry.name):
+                self.protected += 1
+                continue
+            if self.excludes and any(g.matches(rel, is_dir) for g in self.excludes):
                 continue
             hit = self.pattern.matches(rel, is_dir)
             if (hit or is_dir) and self.gitignore and _ignored(frame.rules, rel, is_dir):
@@ -508,42 +608,84 @@ class _Search:
             if hit:
                 if len(self.matches) == self.max_results:
                     return True
-                self.matches.append(rel + "/" if is_dir else rel)
-            if is_dir:
-                child = self._frame(entry.path, rel + "/", frame.rules)
+                self.matches.append(_printable(rel + "/" if is_dir else rel))
+            if is_dir and self.pattern.may_contain(rel):
+                if len(stack) >= _MAX_DEPTH:
+                    self.too_deep += 1
+                    continue
+                try:
+                    # O_NOFOLLOW: a directory swapped for a symlink since it was listed is not entered.
+                    held = frame.held.child(entry.name)
+                except OSError:
+                    self.unreadable += 1
+                    continue
+                child: _Frame | None = None
+                try:
+                    child = self._frame(held, rel + "/", frame.rules, frame.real + os.sep + entry.name)
+                finally:
+                    if child is None:
+                        held.close()  # unreadable, or a budget ran out while reading it
                 if child is not None:
                     stack.append(child)
         return False
 
-    def _frame(self, path: str, prefix: str, rules: tuple[_Ignore, ...]) -> _Frame | None:
+    def _check(self) -> None:
+        # The entry budget needs no check here: _frame refuses a directory that would take the walk past it.
+        if self.cancelled.is_set():
+            raise _Stop("the call was cancelled")
+        if time.monotonic() > self.deadline:
+            raise _Stop("it ran for search_timeout_s")
+
+    def _frame(self, held: Dir, prefix: str, rules: tuple[_Ignore, ...], real: str | None = None) -> _Frame | None:
+        room = self.max_entries - self.listed
         try:
-            with os.scandir(path) as it:
-                entries = sorted(it, key=attrgetter("name"))
+            with held.scandir() as it:
+                entries = list(islice(it, room + 1))
         except OSError:
             self.unreadable += 1
             return None
+        if len(entries) > room:
+            # Every entry listed counts, visited or not: listing is the work (and the memory) being bounded.
+            raise _Stop(f"it reached search_max_entries ({self.max_entries:,} entries listed)")
+        self.listed += len(entries)
+        entries.sort(key=attrgetter("name"))
         if self.gitignore:
             for entry in entries:
                 if entry.name == ".gitignore" and entry.is_file(follow_symlinks=False):
-                    rule = _load_ignore(entry.path, "", len(prefix))
+                    rule = _load_ignore(self.policy, held, Path(held.path, ".gitignore"), "", len(prefix),
+                                        self.rules_room)
                     if rule is not None:
                         rules = (*rules, rule)
+                        self.rules_room -= len(rule.rules)
                     break
-        return _Frame(entries, prefix, rules)
+        real = real if real is not None else held.path
+        cost = 1 + len(self.excludes) + sum(len(rule.rules) for rule in rules)
+        return _Frame(held, real, entries, prefix, rules, self.policy.hider(real), cost)
 
 
-def _search_files(policy: PathPolicy, limits: Limits, args: SearchFilesArgs) -> ToolOutput:
+def _search_files(policy: PathPolicy, limits: Limits, args: SearchFilesArgs, cancelled: threading.Event) -> ToolOutput:
     real = policy.resolve(args.path, must_exist=True)
     if not real.is_dir():
         raise ToolFailure(f"{args.path!r} is not a directory; search_files searches a directory tree — give "
                           "its parent directory, or use read_file for the file itself")
     cap = min(args.max_results or limits.search_max_results, limits.search_max_results)
-    search = _Search(Glob.compile(args.pattern), [Glob.compile(e) for e in args.exclude],
-                     args.respect_gitignore, cap)
-    outer = _outer_ignores(real, policy.roots) if args.respect_gitignore else []
-    truncated = search.run(os.fspath(real), outer)
+    if len(args.exclude) > _MAX_EXCLUDES:
+        raise ToolFailure(f"exclude holds {len(args.exclude):,} globs, more than a search takes ({_MAX_EXCLUDES:,}); "
+                          "combine them (`*.log` rather than each name), or search a narrower path")
+    search = _Search(policy, Glob.compile(args.pattern), [Glob.compile(e) for e in args.exclude],
+                     args.respect_gitignore, cap, limits.search_max_entries,
+                     time.monotonic() + limits.search_timeout_s, cancelled)
+    try:
+        with policy.open_dir(real, shown=args.path, writing=False) as base:
+            truncated = search.run(base, real)
+    except OSError as exc:
+        raise _os_failure(f"searching {args.path!r}", exc) from None
     lines = list(search.matches)
-    if truncated:
+    if search.stopped:
+        lines.append(f"[stopped early: {search.stopped}; these {len(search.matches)} matches come from the part "
+                     "walked, in name order — narrow the path or the pattern, add excludes, or ask the user to "
+                     "raise the limit under [limits] in config.toml]")
+    elif truncated:
         lines.append(f"[first {cap} matches in name order; more exist — narrow the pattern or the path"
                      + ("" if cap == limits.search_max_results else f", or raise max_results (up to "
                         f"{limits.search_max_results})") + "]")
@@ -556,67 +698,83 @@ def _search_files(policy: PathPolicy, limits: Limits, args: SearchFilesArgs) -> 
                      f"{hidden} and your excludes]")
     if search.unreadable:
         lines.append(f"[{search.unreadable} director{'y' if search.unreadable == 1 else 'ies'} could not be "
-                     "read (no permission) and were skipped]")
-    return ToolOutput.text("\n".join(lines), {"path": str(real), "matches": search.matches, "truncated": truncated})
+                     "read (no permission, or changed during the search) and were skipped]")
+    if search.too_deep:
+        lines.append(f"[{search.too_deep} director{'y' if search.too_deep == 1 else 'ies'} deeper than {_MAX_DEPTH} "
+                     "levels were not entered; search from a deeper path]")
+    if search.protected:
+        lines.append(f"[{search.protected} protected entr{'y' if search.protected == 1 else 'ies'} left out: no "
+                     "tool may read them (see docs/SECURITY.md)]")
+    return ToolOutput.text("\n".join(lines), {"path": str(real), "matches": search.matches,
+                                              "truncated": truncated or search.stopped is not None})
 
 
 # -- writing ------------------------------------------------------------------------------------
 
 
-def write_atomically(target: Path, data: bytes, mode: int | None) -> None:
-    """Replace `target` with `data` so readers see the old or the new content, never a mix.
+def write_atomically(held: Dir, name: str, data: bytes, mode: int | None, journal: TempJournal) -> None:
+    """Replace `name` in the directory `held` with `data` so readers see the old or the new content, never a mix.
 
-    The temp file sits in the same directory (so the rename cannot cross file systems), is created
-    exclusively and without following symlinks, is fsynced, then renamed over `target`. `mode` is the
-    permission bits of the file being replaced; None for a new file (which gets the usual umask).
+    The temp file sits in the same directory (so the rename cannot cross file systems), carries the journal's
+    token (so a crash's leftovers are found and removed by the next server), is created exclusively and without
+    following symlinks, is fsynced, then renamed over `name`. `mode` is the permission bits of the file being
+    replaced; None for a new file (which gets the usual umask).
     """
-    tmp = target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp")
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW | _O_BINARY
+    tmp = journal.temp_name(name)
+    journal.record(held.path)
     # An existing file's content is not briefly exposed with wider permissions than it had: 0600 first.
-    fd = os.open(tmp, flags, 0o666 if mode is None else 0o600)
+    fd = held.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666 if mode is None else 0o600)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
-            if mode is not None:
-                tmp.chmod(mode)
+            if mode is not None and sys.platform != "win32":
+                os.fchmod(f.fileno(), mode)
+            elif mode is not None:
+                Path(held.path, tmp).chmod(mode)  # no fchmod on Windows, where only the read-only bit counts
             os.fsync(f.fileno())
-        # rename replaces a symlink at `target` rather than writing through it.
-        tmp.replace(target)
+        # rename replaces a symlink at `name` rather than writing through it.
+        held.rename(tmp, name)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            held.unlink(tmp)
         raise
-    if hasattr(os, "O_DIRECTORY"):
-        # Make the rename itself durable; Windows cannot open a directory, and its rename is journalled.
-        dir_fd = os.open(target.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+    held.fsync()
 
 
-def _make_parents(policy: PathPolicy, directory: Path, shown: str) -> None:
-    """Create `directory` and its missing ancestors, none of which may turn out to be a symlink."""
-    missing: list[Path] = []
-    here = directory
+def _parent_dir(policy: PathPolicy, real: Path, shown: str, create: bool) -> Dir:
+    """The directory that will hold `real`, held open; with `create`, its missing ancestors are made first.
+
+    Each missing directory is made in its parent's descriptor and then opened without following a symlink, so
+    one swapped in meanwhile fails the call instead of leading somewhere else.
+    """
+    missing: list[str] = []
+    here = real.parent
     while not os.path.lexists(here):
-        missing.append(here)
+        missing.append(here.name)
         here = here.parent
-    for path in reversed(missing):
-        try:
-            path.mkdir()
-        except FileExistsError:
-            pass  # created meanwhile; the check below decides whether it is acceptable
-        except OSError as exc:
-            raise _os_failure(f"creating the directory {path} for {shown!r}", exc) from None
-    if policy.resolve(os.fspath(directory), must_exist=True) != directory:
-        raise ToolFailure(f"the directories for {shown!r} changed while they were being created (a symlink "
-                          "appeared); nothing was written — check the path and try again")
-
-
-def _existing_mode(real: Path, shown: str, purpose: str) -> int | None:
+    if missing and not create:
+        raise ToolFailure(f"cannot write {shown!r}: the directory {real.parent} does not exist; pass "
+                          "create_dirs=true to create it, or correct the path")
+    if not here.is_dir() or here.is_symlink():
+        raise ToolFailure(f"cannot write {shown!r}: {here} is a file, not a directory; correct the path")
+    held = policy.open_dir(here, shown=shown, writing=True)
     try:
-        st = os.lstat(real)
+        for name in reversed(missing):
+            with contextlib.suppress(FileExistsError):
+                held.mkdir(name)  # if made meanwhile, opening it below decides whether it is acceptable
+            child = held.child(name)
+            held.close()
+            held = child
+    except OSError as exc:
+        held.close()
+        raise _os_failure(f"creating the directories for {shown!r}", exc) from None
+    return held
+
+
+def _existing_mode(held: Dir, name: str, shown: str, purpose: str) -> int | None:
+    try:
+        st = held.lstat(name)
     except FileNotFoundError:
         return None
     if stat.S_ISLNK(st.st_mode):
@@ -626,25 +784,26 @@ def _existing_mode(real: Path, shown: str, purpose: str) -> int | None:
     return stat.S_IMODE(st.st_mode)
 
 
-def _write_file(policy: PathPolicy, args: WriteFileArgs) -> ToolOutput:
+def _write_file(policy: PathPolicy, journal: TempJournal, args: WriteFileArgs) -> ToolOutput:
     real = policy.resolve(args.path, must_exist=False)
-    parent = real.parent
-    if not parent.exists():
-        if not args.create_dirs:
-            raise ToolFailure(f"cannot write {args.path!r}: the directory {parent} does not exist; pass "
-                              "create_dirs=true to create it, or correct the path")
-        _make_parents(policy, parent, args.path)
-    elif not parent.is_dir():
-        raise ToolFailure(f"cannot write {args.path!r}: {parent} is a file, not a directory; correct the path")
-    mode = _existing_mode(real, args.path, "write_file")
-    data = args.content.encode("utf-8")
+    data = _utf8(args.content, "content")
     try:
-        write_atomically(real, data, mode)
+        with _parent_dir(policy, real, args.path, args.create_dirs) as held:
+            mode = _existing_mode(held, real.name, args.path, "write_file")
+            write_atomically(held, real.name, data, mode, journal)
     except OSError as exc:
         raise _os_failure(f"writing {args.path!r}", exc) from None
     verb = "replaced" if mode is not None else "created"
     return ToolOutput.text(f"{verb} {real}: wrote {len(data):,} bytes",
                            {"path": str(real), "bytes_written": len(data), "created": mode is None})
+
+
+def _utf8(text: str, what: str) -> bytes:
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ToolFailure(f"{what} holds a lone surrogate (U+{ord(exc.object[exc.start]):04X}), which UTF-8 cannot "
+                          "encode; nothing was written — send the text as valid Unicode") from None
 
 
 def _lines(text: str) -> list[str]:
@@ -670,9 +829,9 @@ def _occurrences(text: str, needle: str) -> int:
     return count
 
 
-def _edit_file(policy: PathPolicy, limits: Limits, args: EditFileArgs) -> ToolOutput:
-    real = policy.resolve(args.path, must_exist=True)
-    before, st = _read_whole_text(real, args.path, limits, "edit_file")
+def _edit_file(policy: PathPolicy, limits: Limits, journal: TempJournal, args: EditFileArgs) -> ToolOutput:
+    real = policy.resolve(args.path, must_exist=True, writing=True)
+    before, st = _read_whole_text(policy, real, args.path, limits, "edit_file")
     found = _occurrences(before, args.old_text)
     if found == 0:
         hint = ""
@@ -687,11 +846,13 @@ def _edit_file(policy: PathPolicy, limits: Limits, args: EditFileArgs) -> ToolOu
         raise ToolFailure(f"old_text and new_text are identical, so editing {args.path!r} would change nothing; "
                           "give the new text")
     after = before.replace(args.old_text, args.new_text, 1)
+    data = _utf8(after, "new_text")
     diff = unified_diff(before, after, args.path)
     if args.dry_run:
         return ToolOutput.text(f"dry run: {real} was not changed; the edit would be:\n{diff}")
     try:
-        write_atomically(real, after.encode("utf-8"), stat.S_IMODE(st.st_mode))
+        with policy.open_dir(real.parent, shown=args.path, writing=True) as held:
+            write_atomically(held, real.name, data, stat.S_IMODE(st.st_mode), journal)
     except OSError as exc:
         raise _os_failure(f"writing {args.path!r}", exc) from None
     return ToolOutput.text(f"edited {real}:\n{diff}")
@@ -707,12 +868,71 @@ def _in_thread(work: Callable[[ArgsT], ToolOutput]) -> Callable[[ArgsT, CallCont
     return run
 
 
-def file_tools(policy: PathPolicy, limits: Limits) -> list[Tool]:
-    """The five file tools, confined by `policy` and bounded by `limits`."""
+def _cancellable(work: Callable[[ArgsT, threading.Event], ToolOutput]
+                 ) -> Callable[[ArgsT, CallContext], Awaitable[ToolOutput]]:
+    """Run `work` in a worker thread that stops soon after the call is cancelled (or its client leaves).
+
+    The await returns at once on cancellation; the flag then tells the thread, which checks it as it walks.
+    """
+    async def run(args: ArgsT, call: CallContext) -> ToolOutput:
+        cancelled = threading.Event()
+        try:
+            return await anyio.to_thread.run_sync(work, args, cancelled, abandon_on_cancel=True)
+        finally:
+            cancelled.set()
+
+    return run
+
+
+_LISTING_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "path": {"type": "string"},
+        "entries": {"type": "array", "items": {
+            "type": "object",
+            "properties": {
+                "name": {"type": "string"},
+                "type": {"enum": ["file", "dir", "symlink", "other"]},
+                "size": {"type": ["integer", "null"], "description": "bytes, for files"},
+                "target": {"type": "string", "description": "for symlinks"},
+            },
+            "required": ["name", "type", "size"],
+        }},
+        "truncated": {"type": "boolean"},
+    },
+    "required": ["path", "entries", "truncated"],
+}
+_SEARCH_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "path": {"type": "string"},
+        "matches": {"type": "array", "items": {"type": "string"}, "description": "relative to path"},
+        "truncated": {"type": "boolean"},
+    },
+    "required": ["path", "matches", "truncated"],
+}
+_WRITE_SCHEMA = {
+    "type": "object",
+    "properties": {"path": {"type": "string"}, "bytes_written": {"type": "integer"}, "created": {"type": "boolean"}},
+    "required": ["path", "bytes_written", "created"],
+}
+
+
+def file_tools(policy: PathPolicy, limits: Limits, journal: TempJournal | None = None) -> list[Tool]:
+    """The five file tools, confined by `policy` and bounded by `limits`.
+
+    `journal` (in the data directory) records where temp files of atomic writes are made; give it to have the
+    leftovers of killed servers removed (in the background, now). Without it nothing is recorded, so nothing
+    can be cleaned after a crash (tests).
+    """
+    if journal is None:
+        journal = TempJournal(None)
+    else:
+        threading.Thread(target=journal.clean_stale, args=(policy,), name="temp-cleanup", daemon=True).start()
     paths = ("Paths are absolute or relative to the first allowed root; anything resolving outside the roots "
              "(through '..' or a symlink) is refused.")
     return [
-        model_tool(
+        declared_tool(
             name="read_file", title="Read a text file", scope=Scope.READ, hints=READ_ONLY, args=ReadFileArgs,
             run=partial(_read_file, policy, limits),
             description=f"Read a UTF-8 text file. Returns lines offset..offset+limit (default the first "
@@ -721,16 +941,18 @@ def file_tools(policy: PathPolicy, limits: Limits) -> list[Tool]:
             f"{limits.read_max_bytes:,} bytes. Refuses directories, binary files (NUL bytes or invalid UTF-8), "
             f"devices, FIFOs and sockets. {paths}",
         ),
-        model_tool(
+        declared_tool(
             name="list_directory", title="List a directory", scope=Scope.READ, hints=READ_ONLY,
             args=ListDirectoryArgs, run=_in_thread(partial(_list_directory, policy, limits)),
+            output_schema=_LISTING_SCHEMA,
             description="List a directory's entries sorted by name, each with its type (file, dir, symlink "
             "with its target, other) and size in bytes for files. Symlinks are shown, not followed. At most "
             f"{limits.search_max_results} entries. {paths}",
         ),
-        model_tool(
+        declared_tool(
             name="search_files", title="Find files by name", scope=Scope.READ, hints=READ_ONLY,
-            args=SearchFilesArgs, run=_in_thread(partial(_search_files, policy, limits)),
+            args=SearchFilesArgs, run=_cancellable(partial(_search_files, policy, limits)),
+            output_schema=_SEARCH_SCHEMA,
             description="Find files and directories under `path` whose path matches a glob; returns paths "
             "relative to `path` in name order (directories end in '/'). Glob rules: `*` and `?` match within "
             "one name, `**` across directories, `[abc]` a character class; a pattern without '/' matches names "
@@ -740,17 +962,17 @@ def file_tools(policy: PathPolicy, limits: Limits) -> list[Tool]:
             f"Returns at most max_results matches (up to {limits.search_max_results}) and says when more exist. "
             f"{paths}",
         ),
-        model_tool(
+        declared_tool(
             name="write_file", title="Write a file", scope=Scope.WRITE, hints=_WRITE, args=WriteFileArgs,
-            run=_in_thread(partial(_write_file, policy)),
+            run=_in_thread(partial(_write_file, policy, journal)), output_schema=_WRITE_SCHEMA,
             description="Create a file or replace its whole content (UTF-8), atomically: readers see the old or "
             "the new content, never a mix, and an existing file keeps its permissions. The parent directory must "
             "exist unless create_dirs is true. Refuses to write through a symlink that leads outside the roots. "
             f"Returns the number of bytes written. To change part of a file, use edit_file. {paths}",
         ),
-        model_tool(
+        declared_tool(
             name="edit_file", title="Edit a file", scope=Scope.WRITE, hints=_EDIT, args=EditFileArgs,
-            run=_in_thread(partial(_edit_file, policy, limits)),
+            run=_in_thread(partial(_edit_file, policy, limits, journal)),
             description="Replace one exact occurrence of old_text with new_text in a UTF-8 file and return the "
             "change as a unified diff. Fails, changing nothing, when old_text is missing or occurs more than "
             "once (then include more surrounding lines). dry_run shows the diff without writing. The write is "

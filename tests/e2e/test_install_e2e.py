@@ -2,8 +2,8 @@
 
 (a) `compass-bridge install --browser chromium --profile-dir P`, then a real headless Chromium on P with the
     reference extension starts the host through the installed launcher, and an MCP client completes a tool call.
-(b) `compass-bridge install` with an isolated HOME registers the server with the real Claude Code CLI, which
-    reports it connected; uninstall removes it again.
+(b) `compass-bridge install` with an isolated HOME registers the server with the real Claude Code CLI (each
+    pinned version), which reports it connected; uninstall removes it again.
 (c) `installers/install.sh --from <this checkout>` builds a fresh virtualenv, installs, links the command,
     upgrades in place when re-run, and uninstalls.
 """
@@ -24,7 +24,7 @@ from mcp_bridge.install import HOST_NAME, manifests
 from tests.conftest import REPO
 from tests.support.bridge import bridge_client, create_key, text_of, wait_for_tool
 from tests.support.chromium import LIMIT_S, QuietHandler, headless_chromium, serve_http
-from tests.support.claude_code import claude_binary, claude_env, run_claude
+from tests.support.claude_code import ClaudeCode, claude_env, every_claude_code
 
 pytestmark = pytest.mark.e2e
 
@@ -91,22 +91,23 @@ async def test_installed_chromium_starts_the_host_and_an_agent_calls_a_tool(
 # --- (b) the real Claude Code CLI ----------------------------------------------------------------------
 
 
-def test_install_registers_with_claude_code_which_reports_it_connected(tmp_path: Path, bridge_home: Path) -> None:
-    claude = claude_binary()
+@every_claude_code
+def test_install_registers_with_claude_code_which_reports_it_connected(claude: ClaudeCode, tmp_path: Path,
+                                                                      bridge_home: Path) -> None:
     home = tmp_path / "home"
     env = claude_env(home, COMPASS_BRIDGE_HOME=str(bridge_home))
-    env["PATH"] = os.pathsep.join([str(claude.parent), env.get("PATH", os.defpath)])
+    env["PATH"] = os.pathsep.join([str(claude.binary.parent), env.get("PATH", os.defpath)])
 
     installed = _cli(env, "install", "--json")
     assert installed.returncode == 0, installed.stdout + installed.stderr
     action = next(a for a in json.loads(installed.stdout)["actions"] if a["section"] == "Claude Code")
     assert action["op"] == "registered" and "Connected" in action["note"], action
 
-    listed = run_claude(["mcp", "list"], env, home)
+    listed = claude.run(["mcp", "list"], env, home)
     line = next(line for line in listed.stdout.splitlines() if line.startswith("compass"))
     assert "Connected" in line and "Failed" not in line, listed.stdout
-    got = run_claude(["mcp", "get", "compass"], env, home).stdout
-    assert "User config" in got and "COMPASS_BRIDGE_KEY=cb_" in got
+    got = claude.run(["mcp", "get", "compass"], env, home).stdout
+    assert "User config" in got and "serve --key-ref claude-code" in got and "cb_" not in got
     keys = json.loads(_cli(env, "keys", "list", "--json").stdout)
     assert [(k["name"], k["scopes"]) for k in keys] == [("claude-code", ["read", "write"])]
 
@@ -118,7 +119,7 @@ def test_install_registers_with_claude_code_which_reports_it_connected(tmp_path:
 
     removed = _cli(env, "uninstall")
     assert removed.returncode == 0, removed.stdout + removed.stderr
-    gone = run_claude(["mcp", "get", "compass"], env, home)
+    gone = claude.run(["mcp", "get", "compass"], env, home)
     assert gone.returncode != 0 and "No MCP server named" in gone.stderr
     assert json.loads(_cli(env, "keys", "list", "--json").stdout) == []
 

@@ -295,14 +295,14 @@ async def test_a_new_key_from_compass_login_is_picked_up_without_a_restart(compa
     paths = StatePaths(tmp_path / "c", tmp_path / "d", tmp_path / "l", tmp_path / "r")
     user = compass.add_user("Ada Lovelace")
     old_key, new_key_ = compass.create_key(user, "read"), compass.create_key(user, "write")
-    save_credentials(paths.compass_credentials, compass.url, ApiKey(old_key))
+    save_credentials(paths, compass.url, ApiKey(old_key))
     source = CompassSource.from_environment(paths, FAST, {}, **QUICK_RETRIES)
     async with running(source) as changes:
         assert {t.name for t in source.tools()} == READ
         compass.revoke(old_key)
         await failure(source, "listThemes")
         await changes.next()
-        save_credentials(paths.compass_credentials, compass.url, ApiKey(new_key_))  # what `compass login` does
+        save_credentials(paths, compass.url, ApiKey(new_key_))  # what `compass login` does
         await changes.next()
         assert {t.name for t in source.tools()} == WRITE
         assert (await call(source, "setTheme", {"themeId": "corpo"})).structured is not None
@@ -453,7 +453,8 @@ def test_login_checks_the_key_and_stores_it_privately(compass: CompassContractSe
     assert "rememberContext" in done.stdout and key not in done.stdout + done.stderr
     stored = bridge_home / "config" / "compass-credentials.json"
     assert stat.S_IMODE(stored.stat().st_mode) == 0o600
-    assert json.loads(stored.read_text()) | {"saved_at": 0} == {"url": compass.url, "key": key, "saved_at": 0}
+    saved = json.loads(stored.read_text())
+    assert (saved["url"], saved["key"], set(saved)) == (compass.url, key, {"url", "key", "saved_at", "binding"})
 
     status = cli(bridge_home, "compass", "status", "--json")
     reported = json.loads(status.stdout)

@@ -1,13 +1,14 @@
 """Compass through the real server: `compass-bridge serve` as a subprocess, the SDK client in legacy mode
-(as Claude Code connects), and the contract server as Compass.
+(as Claude Code 2.1.197 connects) or a standard-library client in either era, and the contract server as Compass.
 
-The server reads COMPASS_URL / COMPASS_API_KEY itself; the Compass tools arrive after `initialize`, with
-`notifications/tools/list_changed`.
+The server reads COMPASS_URL / COMPASS_API_KEY itself and registers from the moment it starts; the Compass
+tools arrive with `notifications/tools/list_changed` (a 2026-07-28 client: on its `subscriptions/listen` stream).
 """
 
 from __future__ import annotations
 
 import json
+import socket
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -22,6 +23,7 @@ from mcp import Client, StdioServerParameters
 from tests.compass_server import CompassContractServer, User
 from tests.support.bridge import create_key, text_of, tool_names, usage_rows
 from tests.support.events import Occurrences
+from tests.support.stdio_client import serve_process
 
 pytestmark = pytest.mark.anyio
 
@@ -183,10 +185,38 @@ async def test_the_compass_key_is_never_logged(bridge_home: Path, compass: Compa
     for result in (failed, dropped, rejected):
         assert compass_key not in text_of(result)
 
-    log = bridge_home / "logs" / "serve.log"
-    assert "registered with Compass" in log.read_text() and "Compass tools withdrawn" in log.read_text()
+    log = "".join(p.read_text() for p in (bridge_home / "logs").glob("serve-*.log*"))  # one file per process
+    assert "registered with Compass" in log and "Compass tools withdrawn" in log
     assert {r["outcome"] for r in usage_rows(bridge_home) if r["tool"] in ("queryData", "listThemes")} >= {"failed"}
     searched = [p for p in bridge_home.rglob("*") if p.is_file()] + [stderr_of(bridge_home)]
     assert any(p.suffix == ".sqlite3" for p in searched)
     for path in searched:
         assert compass_key.encode() not in path.read_bytes(), path
+
+
+def test_modern_client_gets_the_compass_tools_on_its_listen_stream(bridge_home: Path,
+                                                                   compass: CompassContractServer) -> None:
+    compass_key, bridge_key = agent_keys(bridge_home, compass, "read")
+    env = {"COMPASS_URL": compass.url, "COMPASS_API_KEY": compass_key}
+    with serve_process(bridge_home, "modern", key=bridge_key, env=env) as client:
+        listen_id = client.request("subscriptions/listen", {"notifications": {"toolsListChanged": True}})
+        names = client.tool_names()  # answered with what is known: at once, Compass or not
+        while not names >= COMPASS_READ:
+            notice = client.notification("notifications/tools/list_changed")  # on the listen stream
+            assert notice["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"] == listen_id
+            names = client.tool_names()
+        query = client.call_tool("queryData", {"queryType": "projects", "search": "kitchen"})
+        assert query["isError"] is False and query["resultType"] == "complete"
+    assert ("queryData", "ok") in {(r["tool"], r["outcome"]) for r in usage_rows(bridge_home)}
+
+
+@pytest.mark.parametrize("era", ["legacy", "modern"])
+def test_tools_list_never_waits_on_a_silent_compass(bridge_home: Path, era: str) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # accepts connections (backlog), never answers
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        env = {"COMPASS_URL": url, "COMPASS_API_KEY": "ck_" + "a" * 40}
+        with serve_process(bridge_home, era, env=env) as client:
+            client.open()
+            assert {"read_file", "bridge_status"} <= client.tool_names()
+            status = client.call_tool("bridge_status", {})["structuredContent"]
+            assert status["compass"]["state"] == "connecting"  # still waiting on Compass, and we were answered

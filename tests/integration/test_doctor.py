@@ -146,3 +146,64 @@ def test_doctor_without_an_install_says_what_to_run(tmp_path: Path) -> None:
     assert by_area["install"]["status"] == "warn" and by_area["install"]["fix"] == "run `compass-bridge install`"
     assert by_area["Google Chrome"]["status"] == "warn" and "--browser chrome" in by_area["Google Chrome"]["fix"]
     assert code == 0
+
+
+def test_doctor_says_where_the_logs_are(machine: Machine) -> None:
+    _, checks = machine.doctor()
+    logs = next(c for c in checks if c["area"] == "logs")
+    assert logs["status"] == "ok" and logs["detail"].startswith(f"{machine.bridge / 'logs'} (one file per process")
+
+
+def _cursor_config(m: Machine) -> Path:
+    return m.home / ".cursor/mcp.json"
+
+
+def _key_reference_deleted(m: Machine) -> None:
+    (m.bridge / "data/key-refs/cursor").unlink()
+
+
+def _key_written_into_the_config(m: Machine) -> None:
+    data = json.loads(_cursor_config(m).read_text())
+    entry = data["mcpServers"]["compass"]
+    entry["env"] = {"COMPASS_BRIDGE_KEY": (m.bridge / "data/key-refs/cursor").read_text().strip()}
+    entry["args"] = entry["args"][:-2]
+    _cursor_config(m).write_text(json.dumps(data))
+
+
+def _entry_removed(m: Machine) -> None:
+    _cursor_config(m).write_text('{"mcpServers": {}}')
+
+
+@pytest.mark.parametrize(("plant", "expected"), [
+    (_key_reference_deleted, "no such key reference"),
+    (_key_written_into_the_config, "holds the bridge key itself"),
+    (_entry_removed, "is gone"),
+], ids=lambda v: v.__name__.strip("_") if callable(v) else "")
+def test_doctor_checks_each_registered_client(tmp_path: Path, plant: Plant, expected: str) -> None:
+    machine = Machine(tmp_path)
+    (machine.home / ".cursor").mkdir()
+    done = machine.cli("install", "--client", "cursor")
+    assert done.returncode == 0, done.stdout + done.stderr
+    code, checks = machine.doctor()
+    assert next(c for c in checks if c["area"] == "Cursor")["status"] == "ok" and code == 0
+    plant(machine)
+    code, checks = machine.doctor()
+    found = failures(checks)
+    assert set(found) == {"Cursor"} and expected in found["Cursor"]["detail"], json.dumps(checks, indent=1)
+    assert "compass-bridge install --client cursor" in found["Cursor"]["fix"] and code == 1
+    assert machine.cli("install", "--client", "cursor").returncode == 0  # and install repairs it
+    assert failures(machine.doctor()[1]) == {}
+
+
+def test_an_entry_left_to_add_by_hand_is_a_warning_not_a_failure(tmp_path: Path) -> None:
+    machine = Machine(tmp_path)
+    _cursor_config(machine).parent.mkdir()
+    _cursor_config(machine).write_text('{"mcpServers": ')
+    done = machine.cli("install", "--client", "cursor")
+    assert done.returncode == 1 and "by hand:" in done.stdout
+    code, checks = machine.doctor()
+    cursor = next(c for c in checks if c["area"] == "Cursor")
+    assert cursor["status"] == "warn" and "not JSON or JSONC" in cursor["detail"] and code == 0
+    _cursor_config(machine).write_text("{}")
+    cursor = next(c for c in machine.doctor()[1] if c["area"] == "Cursor")
+    assert cursor["status"] == "warn" and "add the entry install printed" in cursor["fix"]

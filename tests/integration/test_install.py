@@ -11,14 +11,18 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+from ruamel.yaml import YAML
 
-from mcp_bridge.install import HOST_NAME, manifests
+from mcp_bridge.install import HOST_NAME, jsonc, manifests
+from mcp_bridge.install.clients import CLIENT_LABELS, cli_command, file_client
 from mcp_bridge.install.installer import Installer, Selection
 from mcp_bridge.install.layouts import OS, Platform
-from mcp_bridge.install.plan import InstallError, Op, Plan
+from mcp_bridge.install.plan import Action, InstallError, Op, Plan
 from mcp_bridge.install.registry import Hive, MemoryRegistry
 from mcp_bridge.keys import KeyStore
 from mcp_bridge.paths import StatePaths
@@ -100,6 +104,10 @@ class World:
         return data
 
 
+def _ref(world: World, name: str) -> Path:
+    return world.paths.data_dir / "key-refs" / name
+
+
 def _ops(plan: Plan) -> dict[str, set[Op]]:
     found: dict[str, set[Op]] = {}
     for action in plan.actions:
@@ -146,13 +154,16 @@ def test_install_reinstall_uninstall_round_trip(tmp_path: Path, os_: OS) -> None
     assert sys.executable in launcher.read_text()
     cursor = json.loads((world.home / ".cursor" / "mcp.json").read_text())
     assert cursor["theme"] == "dark" and cursor["mcpServers"]["other"]["command"] == "/usr/bin/other"
-    assert cursor["mcpServers"]["compass"]["args"][-1] == "serve"
-    assert cursor["mcpServers"]["compass"]["env"]["COMPASS_BRIDGE_KEY"].startswith("cb_")
+    # The entry names its key; the key itself is only in the bridge's private data dir.
+    assert cursor["mcpServers"]["compass"]["args"][-3:] == ["serve", "--key-ref", "cursor"]
+    assert "env" not in cursor["mcpServers"]["compass"] and "cb_" not in (world.home / ".cursor/mcp.json").read_text()
+    assert _ref(world, "cursor").stat().st_mode & 0o777 == 0o600
     claude = next(a for a in plan.actions if a.section == "Claude Code")
-    assert claude.op is Op.MANUAL and "claude mcp add --scope user compass -e COMPASS_BRIDGE_KEY=cb_" in claude.note
+    assert claude.op is Op.MANUAL and "claude mcp add --scope user compass -- " in claude.note
+    assert claude.note.endswith("serve --key-ref claude-code") and "cb_" not in claude.note
     assert world.key_names() == ["claude-code", "cursor", "my own key"]
 
-    # Re-running changes nothing, except the Claude Code key that is re-issued while it is still unregistered.
+    # Re-running changes nothing (the Claude Code command is printed again, with the same key reference).
     installed, record = world.snapshot(), world.record_without_claude_code()
     again = world.install(clients=("cursor",))
     changed = {section: ops for section, ops in _ops(again).items() if ops - {Op.UNCHANGED, Op.SKIP}}
@@ -177,7 +188,7 @@ def test_browsers_not_installed_are_skipped_and_said_so(tmp_path: Path) -> None:
     plan = world.install(no_clients=True)
     lines = plan.lines(False)
     assert "Google Chrome: not installed (no ~/.config/google-chrome) — skipped" in lines
-    assert any(line.startswith("Firefox: no Firefox add-on to allow") for line in lines)
+    assert "Firefox: not installed (no ~/.mozilla) — skipped" in lines
     assert not (world.home / ".config" / "google-chrome").exists()
 
 
@@ -195,7 +206,9 @@ def test_firefox_gets_its_own_manifest_with_allowed_extensions(tmp_path: Path) -
     (world.home / ".mozilla").mkdir()
     world.install(firefox_extension_ids=("bridge@example.org",), no_clients=True)
     data = world.manifest(world.home / ".mozilla/native-messaging-hosts" / f"{HOST_NAME}.json")
-    assert data["allowed_extensions"] == ["bridge@example.org"] and "allowed_origins" not in data
+    # The reference extension's add-on ID is always allowed, as its Chromium ID is.
+    assert data["allowed_extensions"] == [manifests.reference_firefox_addon_id(), "bridge@example.org"]
+    assert "allowed_origins" not in data
     with pytest.raises(InstallError, match="Firefox add-on ID"):
         world.installer.plan_install(Selection(firefox_extension_ids=("not an id",)))
 
@@ -343,16 +356,70 @@ def test_system_install_writes_machine_wide_locations_and_uninstall_removes_them
 # --- MCP clients -------------------------------------------------------------------------------------------
 
 
-def test_a_client_config_that_is_not_plain_json_is_left_untouched(tmp_path: Path) -> None:
+def _action(plan: Plan, section: str) -> Action:
+    return next(a for a in plan.actions if a.section == section)
+
+
+def test_a_jsonc_config_keeps_its_comments_and_gets_its_bytes_back(tmp_path: Path) -> None:
     world = World(tmp_path, OS.LINUX)
     config = world.home / ".config/Code/User/mcp.json"
     config.parent.mkdir(parents=True)
-    config.write_text('{\n  // my servers\n  "servers": {}\n}\n')
-    plan = world.installer.plan_install(Selection(clients=("vscode",)))
+    original = '{\n  // my servers\n  "servers": {\n    "x": {"command": "/x"}, // keep me\n  },\n}\n'
+    config.write_text(original)
+    world.install(clients=("vscode",))
+    text = config.read_text()
+    assert "// my servers" in text and "// keep me" in text
+    entry = jsonc.loads(text)["servers"]["compass"]
+    assert entry["type"] == "stdio" and entry["args"][-2:] == ["--key-ref", "vscode"]
+    world.uninstall(clients=("vscode",))
+    assert config.read_text() == original
+
+
+def test_a_settings_file_without_servers_gets_its_bytes_back(tmp_path: Path) -> None:
+    world = World(tmp_path, OS.LINUX)
+    config = world.home / ".config/zed/settings.json"
+    config.parent.mkdir(parents=True)
+    original = '// Zed settings\n{\n  "theme": "One Dark", // mine\n}\n'
+    config.write_text(original)
+    world.install(clients=("zed",))
+    assert jsonc.loads(config.read_text())["context_servers"]["compass"]["args"][-1] == "zed"
+    assert config.read_text().startswith('// Zed settings\n{\n  "theme": "One Dark", // mine\n')
+    world.uninstall(clients=("zed",))
+    assert config.read_text() == original
+
+
+def test_a_symlinked_config_is_edited_where_it_points(tmp_path: Path) -> None:
+    world = World(tmp_path, OS.LINUX)
+    dotfiles = tmp_path / "dotfiles" / "cursor-mcp.json"
+    dotfiles.parent.mkdir()
+    dotfiles.write_text(CURSOR_CONFIG)
+    (world.home / ".cursor").mkdir()
+    (world.home / ".cursor/mcp.json").symlink_to(dotfiles)
+    world.install(clients=("cursor",))
+    assert (world.home / ".cursor/mcp.json").is_symlink()
+    assert json.loads(dotfiles.read_text())["mcpServers"]["compass"]["args"][-1] == "cursor"
+    world.uninstall(clients=("cursor",))
+    assert (world.home / ".cursor/mcp.json").is_symlink() and dotfiles.read_text() == CURSOR_CONFIG
+
+
+def test_a_config_that_cannot_be_parsed_is_left_untouched_and_the_entry_is_printed(tmp_path: Path) -> None:
+    world = World(tmp_path, OS.LINUX)
+    config = world.home / ".cursor/mcp.json"
+    config.parent.mkdir(parents=True)
+    config.write_text('{"mcpServers": {')
+    plan = world.installer.plan_install(Selection(clients=("cursor",)))
     world.installer.apply(plan)
-    vscode = next(a for a in plan.actions if a.section == "VS Code")
-    assert vscode.result == "failed" and "not plain JSON" in vscode.note and not plan.ok
-    assert config.read_text() == '{\n  // my servers\n  "servers": {}\n}\n'
+    cursor = _action(plan, "Cursor")
+    assert cursor.result == "failed" and not plan.ok
+    assert "not JSON or JSONC" in cursor.note and "was not touched" in cursor.note
+    # The entry to add by hand, complete, with a key reference that works as soon as it is pasted.
+    snippet = cursor.note[cursor.note.index("by hand:\n") + len("by hand:\n"):]
+    assert jsonc.loads(snippet)["mcpServers"]["compass"]["args"][-2:] == ["--key-ref", "cursor"]
+    assert _ref(world, "cursor").exists() and "cursor" in world.key_names()
+    assert config.read_text() == '{"mcpServers": {'
+    world.uninstall()
+    assert world.key_names() == [] and not _ref(world, "cursor").exists()
+    assert config.read_text() == '{"mcpServers": {'
 
 
 def test_vscode_gets_a_servers_entry_with_a_type_and_a_new_file_is_private(tmp_path: Path) -> None:
@@ -361,11 +428,30 @@ def test_vscode_gets_a_servers_entry_with_a_type_and_a_new_file_is_private(tmp_p
     world.install(clients=("vscode",))
     config = world.home / ".config/Code/User/mcp.json"
     entry = json.loads(config.read_text())["servers"]["compass"]
-    assert entry["type"] == "stdio" and entry["env"]["COMPASS_BRIDGE_KEY"].startswith("cb_")
-    assert config.stat().st_mode & 0o777 == 0o600  # it holds a key
+    assert entry["type"] == "stdio" and entry["args"][-3:] == ["serve", "--key-ref", "vscode"]
+    assert config.stat().st_mode & 0o777 == 0o600
     world.uninstall(clients=("vscode",))
-    assert not config.exists()
+    assert not config.exists() and not _ref(world, "vscode").exists()
     assert world.key_names() == ["claude-code"]  # only that client's key went
+
+
+def test_a_readable_config_holding_a_key_is_tightened_and_the_output_says_so(tmp_path: Path) -> None:
+    world = World(tmp_path, OS.LINUX)
+    config = world.home / ".cursor/mcp.json"
+    config.parent.mkdir(parents=True)
+    held = {"mcpServers": {"old": {"command": "/x", "env": {"COMPASS_BRIDGE_KEY": "cb_" + "1" * 40}}}}
+    config.write_text(json.dumps(held))
+    config.chmod(0o644)
+    plan = world.install(clients=("cursor",))
+    assert config.stat().st_mode & 0o777 == 0o600
+    assert "tightened ~/.cursor/mcp.json from 0644 to 0600" in _action(plan, "Cursor").line(False)
+    # Without a key in it, a file keeps the mode its owner chose.
+    other = World(tmp_path / "other", OS.LINUX)
+    (other.home / ".cursor").mkdir(parents=True)
+    (other.home / ".cursor/mcp.json").write_text(CURSOR_CONFIG)
+    (other.home / ".cursor/mcp.json").chmod(0o644)
+    other.install(clients=("cursor",))
+    assert (other.home / ".cursor/mcp.json").stat().st_mode & 0o777 == 0o644
 
 
 def test_clients_are_written_only_where_installed_and_an_entry_not_ours_is_left_alone(tmp_path: Path) -> None:
@@ -373,12 +459,12 @@ def test_clients_are_written_only_where_installed_and_an_entry_not_ours_is_left_
     plan = world.install(clients=("windsurf", "claude-desktop"), no_clients=False)
     lines = plan.lines(False)
     assert "Windsurf: not installed (no ~/.codeium/windsurf) — skipped" in lines
-    assert "Claude Desktop: Claude Desktop is not made for linux — skipped" in lines
+    assert "Claude Desktop: not installed (no ~/.config/Claude) — skipped" in lines
     (world.home / ".cursor").mkdir()
     mine = {"mcpServers": {"compass": {"command": "/my/own/compass", "args": []}}}
     (world.home / ".cursor" / "mcp.json").write_text(json.dumps(mine))
     plan = world.install(clients=("cursor",))
-    assert next(a for a in plan.actions if a.section == "Cursor").op is Op.SKIP
+    assert _action(plan, "Cursor").op is Op.SKIP
     assert json.loads((world.home / ".cursor" / "mcp.json").read_text()) == mine
 
 
@@ -386,15 +472,127 @@ def test_a_revoked_client_key_is_replaced_on_reinstall(tmp_path: Path) -> None:
     world = World(tmp_path, OS.LINUX)
     (world.home / ".cursor").mkdir()
     world.install(clients=("cursor",))
-    first = json.loads((world.home / ".cursor" / "mcp.json").read_text())["mcpServers"]["compass"]["env"]
+    first = _ref(world, "cursor").read_text()
     store = KeyStore.open(world.paths)
     store.revoke("cursor")
     store.close()
     plan = world.install(clients=("cursor",))
-    assert next(a for a in plan.actions if a.section == "Cursor").op is Op.UPDATE
-    second = json.loads((world.home / ".cursor" / "mcp.json").read_text())["mcpServers"]["compass"]["env"]
-    assert second["COMPASS_BRIDGE_KEY"] != first["COMPASS_BRIDGE_KEY"]
+    assert _action(plan, "Cursor").op is Op.UPDATE
+    assert _ref(world, "cursor").read_text() != first
     assert world.key_names() == ["claude-code", "cursor"]  # the revoked one was deleted, not left to pile up
+
+
+def test_an_entry_with_an_inline_key_from_an_older_install_is_moved_to_a_reference(tmp_path: Path) -> None:
+    world = World(tmp_path, OS.LINUX)
+    (world.home / ".cursor").mkdir()
+    world.install(clients=("cursor",))
+    config = world.home / ".cursor/mcp.json"
+    data = json.loads(config.read_text())
+    entry = data["mcpServers"]["compass"]
+    key = _ref(world, "cursor").read_text().strip()
+    entry["args"], entry["env"] = entry["args"][:-2], {"COMPASS_BRIDGE_KEY": key}
+    config.write_text(json.dumps(data))
+    record = json.loads((world.paths.data_dir / "install-record.json").read_text())
+    for item in record["items"]:
+        if item["target"] == "cursor":
+            item["data"] = {"command": entry["command"], "key_prefix": key[:8], "path": str(config),
+                            "created_file": True}
+    (world.paths.data_dir / "install-record.json").write_text(json.dumps(record))
+    plan = world.install(clients=("cursor",))
+    assert _action(plan, "Cursor").op is Op.UPDATE
+    assert "cb_" not in config.read_text() and json.loads(config.read_text())["mcpServers"]["compass"]["args"][-1] \
+        == "cursor"
+
+
+# Each client's entry as its documentation shows one (sources in docs/INSTALL.md), with our command.
+SERVE = ["serve", "--key-ref"]
+DOCUMENTED: dict[str, tuple[str, Callable[[Any], Any]]] = {
+    "claude-desktop": (".config/Claude/claude_desktop_config.json", lambda d: d["mcpServers"]["compass"]),
+    "cursor": (".cursor/mcp.json", lambda d: d["mcpServers"]["compass"]),
+    "vscode": (".config/Code/User/mcp.json", lambda d: d["servers"]["compass"]),
+    "vscode-insiders": (".config/Code - Insiders/User/mcp.json", lambda d: d["servers"]["compass"]),
+    "vscodium": (".config/VSCodium/User/mcp.json", lambda d: d["servers"]["compass"]),
+    "windsurf": (".codeium/windsurf/mcp_config.json", lambda d: d["mcpServers"]["compass"]),
+    "gemini": (".gemini/settings.json", lambda d: d["mcpServers"]["compass"]),
+    "copilot": (".copilot/mcp-config.json", lambda d: d["mcpServers"]["compass"]),
+    "opencode": (".config/opencode/opencode.jsonc", lambda d: d["mcp"]["compass"]),
+    "zed": (".config/zed/settings.json", lambda d: d["context_servers"]["compass"]),
+    "cline": (".config/Code/User/globalStorage/saoudrizwan.claude-dev/settings/cline_mcp_settings.json",
+              lambda d: d["mcpServers"]["compass"]),
+    "roo-code": (".config/Code/User/globalStorage/rooveterinaryinc.roo-cline/settings/mcp_settings.json",
+                 lambda d: d["mcpServers"]["compass"]),
+    "goose": (".config/goose/config.yaml", lambda d: d["extensions"]["compass"]),
+    "junie": (".junie/mcp/mcp.json", lambda d: d["mcpServers"]["compass"]),
+    "kiro": (".kiro/settings/mcp.json", lambda d: d["mcpServers"]["compass"]),
+}
+
+
+def _expected(client: str, ref: str) -> dict[str, Any]:
+    command, *prefix = cli_command()
+    args = [*prefix, *SERVE, ref]
+    if client == "opencode":
+        return {"type": "local", "command": [command, *args], "enabled": True}
+    if client == "goose":
+        return {"name": "compass", "type": "stdio", "cmd": command, "args": args, "envs": {}, "enabled": True,
+                "timeout": 300, "description": "compass-bridge: files, commands, browser and Compass tools"}
+    extra = {"vscode": {"type": "stdio"}, "vscode-insiders": {"type": "stdio"}, "vscodium": {"type": "stdio"},
+             "copilot": {"type": "local", "tools": ["*"]},
+             "cline": {"disabled": False}, "roo-code": {"disabled": False}, "kiro": {"disabled": False}}
+    return {**extra.get(client, {}), "command": command, "args": args}
+
+
+@pytest.mark.parametrize("client", sorted(DOCUMENTED))
+def test_each_client_gets_its_documented_entry_and_loses_it_again(tmp_path: Path, client: str) -> None:
+    world = World(tmp_path, OS.LINUX)
+    rel, servers = DOCUMENTED[client]
+    config = world.home / rel
+    client_dir = file_client(client, world.platform).dir
+    assert client_dir is not None
+    client_dir.mkdir(parents=True)
+    plan = world.install(clients=(client,))
+    assert _action(plan, CLIENT_LABELS[client]).op is Op.REGISTER
+    text = config.read_text()
+    data = YAML(typ="safe").load(text) if client == "goose" else jsonc.loads(text)
+    assert servers(data) == _expected(client, client)
+    assert "cb_" not in text and config.stat().st_mode & 0o777 == 0o600
+    assert _ref(world, client).exists()
+    world.uninstall(clients=(client,))
+    assert not config.exists() and not _ref(world, client).exists()
+    assert client_dir.is_dir() and list(client_dir.iterdir()) == []  # no directory of ours left either
+
+
+def test_goose_yaml_keeps_its_comments_and_gets_its_bytes_back(tmp_path: Path) -> None:
+    world = World(tmp_path, OS.LINUX)
+    config = world.home / ".config/goose/config.yaml"
+    config.parent.mkdir(parents=True)
+    original = ("GOOSE_PROVIDER: anthropic  # the provider\n"
+                "extensions:\n"
+                "  developer:\n"
+                "    enabled: true  # built in\n"
+                "    name: developer\n"
+                "    type: builtin\n")
+    config.write_text(original)
+    world.install(clients=("goose",))
+    text = config.read_text()
+    assert "# the provider" in text and "# built in" in text
+    data = YAML(typ="safe").load(text)
+    assert data["extensions"]["developer"]["type"] == "builtin"
+    assert data["extensions"]["compass"] == _expected("goose", "goose")
+    world.uninstall(clients=("goose",))
+    assert config.read_text() == original
+
+
+def test_jetbrains_gets_the_entry_to_paste_and_a_key_behind_it(tmp_path: Path) -> None:
+    world = World(tmp_path, OS.LINUX)
+    plan = world.install(clients=("jetbrains",))
+    action = _action(plan, "JetBrains AI Assistant")
+    assert action.op is Op.MANUAL and "Settings → Tools → AI Assistant" in action.note
+    snippet = json.loads(action.note[action.note.index("{"):])
+    assert snippet["mcpServers"]["compass"]["args"][-2:] == ["--key-ref", "jetbrains"]
+    assert "cb_" not in action.note and "jetbrains" in world.key_names()
+    gone = world.uninstall(clients=("jetbrains",))
+    assert "by hand" in _action(gone, "JetBrains AI Assistant").note
+    assert "jetbrains" not in world.key_names()
 
 
 # --- the command line ----------------------------------------------------------------------------------------

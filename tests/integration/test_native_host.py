@@ -7,13 +7,11 @@ import hashlib
 import hmac
 import json
 import os
-import shutil
 import socket
 import stat
 import struct
 import subprocess
 import sys
-import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -28,41 +26,32 @@ from native_host.log import log_dir
 from native_host.runtime_dir import UnsafeRuntimeDir, check_private_dir
 from native_host.unix import peer_credentials
 from native_host.ws import answer_challenge
-from tests.support.native_host_harness import REPO, Browser, RawClient, pack, until
+from tests.support.native_host_harness import (
+    REPO,
+    Browser,
+    RawClient,
+    address_of,
+    client_of,
+    memory_peak_mib,
+    pack,
+    running,
+    short_home,
+    until,
+)
 
 pytestmark = pytest.mark.anyio
 
 
 @pytest.fixture
 def home(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """A state home with a short path: a Unix socket path may not exceed ~104 bytes, and pytest's tmp_path can."""
-    path = Path(tempfile.mkdtemp(prefix="cb-"))
-    monkeypatch.setenv("COMPASS_BRIDGE_HOME", str(path))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
+    with short_home(monkeypatch) as path:
+        yield path
 
 
 @pytest.fixture
 async def browser(home: Path) -> AsyncIterator[Browser]:
-    started = await Browser(home).start()
-    try:
+    async with running(home) as started:
         yield started
-    finally:
-        await started.stop()
-
-
-async def address_of(browser: Browser) -> HostAddress:
-    """The browser's host as discovery finds it, once it is listening."""
-    def mine() -> list[HostAddress]:
-        run = browser.home / "run"
-        return [a for a in discover_hosts(run) if a.pid == browser.pid] if run.exists() else []
-
-    await until(lambda: bool(mine()), f"host {browser.pid} never appeared in the run dir")
-    return mine()[0]
-
-
-async def client_of(browser: Browser, name: str = "agent") -> HostClient:
-    return await HostClient.connect(await address_of(browser), name=name, version="1.0")
 
 
 # ---- routing under load -------------------------------------------------------------------------------------
@@ -332,6 +321,26 @@ async def test_client_that_stops_reading_is_dropped_without_stalling_others(brow
     await lively.close()
 
 
+async def test_a_browser_that_stops_reading_pauses_the_clients_and_loses_nothing(browser: Browser) -> None:
+    """Past 4 MiB queued for the browser the host stops reading requests; once the browser reads again, every
+    request reaches it and every reply its client."""
+    client = await client_of(browser)
+    await client.ping()
+    before = memory_peak_mib(browser.pid)
+    browser.stop_reading()
+    pad = "p" * 500_000
+    pending = [asyncio.ensure_future(client.request("echo", {"n": n, "pad": pad})) for n in range(40)]  # ~20 MB
+    await asyncio.sleep(1)  # a host without backpressure would read and queue all 20 MB meanwhile
+    browser.stop_reading(False)
+    results = await asyncio.gather(*pending)
+    assert [r["echo"]["n"] for r in results] == list(range(40))
+    assert all(r["echo"]["pad"] == pad for r in results)
+    assert sorted(r["args"]["n"] for r in browser.requests) == list(range(40))
+    if sys.platform.startswith("linux"):  # the 4 MiB queue, a 1 MiB pipe, a frame being read: far from 20 MB
+        assert memory_peak_mib(browser.pid) - before < 14
+    await client.close()
+
+
 async def test_host_started_on_files_instead_of_pipes(home: Path) -> None:
     """Stdio that the event loop cannot poll (as on Windows) goes through threads instead."""
     frames = pack({"type": "hello", "extension": {"name": "x", "version": "1"}, "tools": []}) + \
@@ -423,11 +432,8 @@ def test_peer_credentials_name_the_connecting_process() -> None:
 
 @pytest.fixture
 async def ws_browser(home: Path) -> AsyncIterator[Browser]:
-    started = await Browser(home, "--transport", "ws").start()
-    try:
+    async with running(home, "--transport", "ws") as started:
         yield started
-    finally:
-        await started.stop()
 
 
 async def test_ws_transport_with_the_right_secret(ws_browser: Browser) -> None:

@@ -9,6 +9,7 @@ and on the way out stops the browser and everything it started, then waits for t
 from __future__ import annotations
 
 import http.server
+import json
 import os
 import shutil
 import signal
@@ -130,6 +131,9 @@ def headless_chromium(profile: Path, url: str, run_dir: Path, tmp_path: Path) ->
 
     extension = tmp_path / "extension"
     shutil.copytree(REPO / "extension", extension)
+    # These tests drive their own loopback pages as an agent would; the extension acts only on shared sites
+    # (extension/consent.js), so share loopback the way an administrator would, in policy.json.
+    (extension / "policy.json").write_text(json.dumps({"grantedSites": ["http://127.0.0.1:*"], "pageOrigins": []}))
     # Chromium puts its singleton socket under TMPDIR, and a Unix socket path may not exceed 107 bytes:
     # pytest's tmp_path is too deep for it, so this one folder lives directly in the system temp dir.
     scratch = Path(tempfile.mkdtemp(prefix="cb-e2e-"))

@@ -10,17 +10,45 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import signal
 import struct
 import sys
-from collections.abc import Callable
+import tempfile
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
+
+import pytest
+
+from native_host.client import HostAddress, HostClient, discover_hosts
 
 REPO = Path(__file__).resolve().parents[2]
 EXTENSION_ORIGIN = "chrome-extension://abcdefghijklmnopabcdefghijklmnop/"
 WAIT_LIMIT_S = 20.0
 """How long `until` waits before declaring a hang; only a broken host ever gets near it."""
+
+
+@contextlib.contextmanager
+def short_home(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A state home with a short path (set as COMPASS_BRIDGE_HOME): a Unix socket path may not exceed ~104 bytes,
+    and pytest's tmp_path can."""
+    path = Path(tempfile.mkdtemp(prefix="cb-"))
+    monkeypatch.setenv("COMPASS_BRIDGE_HOME", str(path))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@contextlib.asynccontextmanager
+async def running(home: Path, *args: str) -> AsyncIterator[Browser]:
+    """A started host with its scripted browser (`args` go to the host), stopped afterwards whatever happens."""
+    started = await Browser(home, *args).start()
+    try:
+        yield started
+    finally:
+        await started.stop()
 
 
 def pack(message: Any, *, compact: bool = True) -> bytes:
@@ -138,6 +166,12 @@ class Browser:
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):
             await self.send(reply, compact=compact)
 
+    def stop_reading(self, stopped: bool = True) -> None:
+        """Stop (or resume) reading the host's stdout, as a browser busy elsewhere would: the pipe fills up."""
+        assert self.process is not None
+        pipe = self.process._transport.get_pipe_transport(1)  # type: ignore[attr-defined]
+        pipe.pause_reading() if stopped else pipe.resume_reading()
+
     def close_stdin(self) -> None:
         """What Chrome does when the extension's port closes: EOF on the host's stdin."""
         assert self.process is not None and self.process.stdin is not None
@@ -205,7 +239,33 @@ class RawClient:
         async with asyncio.timeout(WAIT_LIMIT_S):
             return await read_frame(self.reader)
 
+    async def read_one(self) -> Any:
+        """The next message, or None at end of stream, however long it takes."""
+        return await read_frame(self.reader)
+
     async def close(self) -> None:
         self.writer.close()
         with contextlib.suppress(OSError):
             await self.writer.wait_closed()
+
+
+async def address_of(browser: Browser) -> HostAddress:
+    """The browser's host as discovery finds it, once it is listening."""
+    def mine() -> list[HostAddress]:
+        run = browser.home / "run"
+        return [a for a in discover_hosts(run) if a.pid == browser.pid] if run.exists() else []
+
+    await until(lambda: bool(mine()), f"host {browser.pid} never appeared in the run dir")
+    return mine()[0]
+
+
+async def client_of(browser: Browser, name: str = "agent") -> HostClient:
+    return await HostClient.connect(await address_of(browser), name=name, version="1.0")
+
+
+def memory_peak_mib(pid: int) -> float:
+    """The most resident memory the process has ever had (VmHWM, Linux), in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no VmHWM for {pid}")

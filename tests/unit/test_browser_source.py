@@ -13,10 +13,10 @@ from typing import Any
 
 import anyio
 import pytest
-from mcp_types import ImageContent, TextContent
 
+from mcp_bridge.extension_id import extension_location
 from mcp_bridge.scopes import Scope
-from mcp_bridge.tools.base import CallContext, Tool, ToolFailure, ToolOutput
+from mcp_bridge.tools.base import CallContext, ImageContent, TextContent, Tool, ToolFailure, ToolOutput
 from mcp_bridge.tools.browser import BrowserSource
 from tests.support.browser_fakes import ScriptedExtension, tiny_png, until
 
@@ -128,12 +128,14 @@ async def test_the_last_catalog_stays_listed_and_explains_how_to_connect(bridge_
             await _call(source, "browser_get_page_text", {})
     message = str(failure.value)
     assert "no browser is connected" in message and "compass-bridge install" in message
-    assert "Load unpacked" in message
+    assert "Load unpacked" in message and "about:debugging" in message  # Chromium and Firefox
+    assert str(extension_location()["path"]) in message  # where `extension path` and bridge_status say
 
     # A fresh server (nothing connected, ever) lists the same tools from the saved catalog.
     fresh = _source(bridge_home)
     assert {t.name for t in fresh.tools()} == names
-    assert _tool(fresh, "browser_click").scope is Scope.WRITE
+    # ...but only as `admin` until a live extension declares them again (the file is not the extension).
+    assert _tool(fresh, "browser_click").scope is Scope.ADMIN
     with pytest.raises(ToolFailure, match="compass-bridge install"):
         await _call(fresh, "browser_click", {"selector": "a"})
 

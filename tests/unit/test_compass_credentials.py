@@ -91,7 +91,7 @@ def test_a_password_in_the_url_is_refused_and_not_echoed() -> None:
 
 def test_saved_credentials_are_private_and_read_back(paths: StatePaths) -> None:
     path = paths.compass_credentials
-    save_credentials(path, "https://compass.example.com", ApiKey(KEY))
+    save_credentials(paths, "https://compass.example.com", ApiKey(KEY))
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
     assert json.loads(path.read_text())["key"] == KEY
@@ -103,9 +103,9 @@ def test_saved_credentials_are_private_and_read_back(paths: StatePaths) -> None:
 
 def test_saving_again_replaces_the_file_atomically(paths: StatePaths) -> None:
     path = paths.compass_credentials
-    save_credentials(path, "https://one.example.com", ApiKey(KEY))
-    save_credentials(path, "https://two.example.com", ApiKey(OTHER_KEY))
-    stored = read_stored(path)
+    save_credentials(paths, "https://one.example.com", ApiKey(KEY))
+    save_credentials(paths, "https://two.example.com", ApiKey(OTHER_KEY))
+    stored = read_stored(paths)
     assert stored is not None and stored.url == "https://two.example.com" and stored.key.reveal() == OTHER_KEY
     assert sorted(p.name for p in path.parent.iterdir()) == [path.name]  # no temp file left behind
 
@@ -113,8 +113,10 @@ def test_saving_again_replaces_the_file_atomically(paths: StatePaths) -> None:
 def test_the_file_is_private_even_under_a_permissive_umask(paths: StatePaths) -> None:
     code = ("import os, sys; os.umask(0); from pathlib import Path; "
             "from mcp_bridge.compass.credentials import ApiKey, save_credentials; "
-            f"save_credentials(Path(sys.argv[1]), 'https://c.example.com', ApiKey({KEY!r}))")
-    subprocess.run([sys.executable, "-c", code, str(paths.compass_credentials)], check=True)
+            "from mcp_bridge.paths import StatePaths; "
+            "home = Path(sys.argv[1]); paths = StatePaths(*(home / d for d in ('config', 'data', 'logs', 'run'))); "
+            f"save_credentials(paths, 'https://c.example.com', ApiKey({KEY!r}))")
+    subprocess.run([sys.executable, "-c", code, str(paths.config_dir.parent)], check=True)
     assert stat.S_IMODE(paths.compass_credentials.stat().st_mode) == 0o600
 
 
@@ -123,7 +125,7 @@ def test_not_configured_is_none(paths: StatePaths) -> None:
 
 
 def test_the_environment_wins_over_the_stored_key(paths: StatePaths) -> None:
-    save_credentials(paths.compass_credentials, "https://stored.example.com", ApiKey(KEY))
+    save_credentials(paths, "https://stored.example.com", ApiKey(KEY))
     env = {"COMPASS_URL": "https://env.example.com/", "COMPASS_API_KEY": OTHER_KEY}
     loaded = load_credentials(paths, CompassSettings(), environ=env)
     assert loaded is not None
@@ -149,7 +151,7 @@ def test_an_environment_key_is_validated(paths: StatePaths) -> None:
 
 
 def test_the_stored_key_is_never_sent_to_another_compass_url(paths: StatePaths) -> None:
-    save_credentials(paths.compass_credentials, "https://stored.example.com", ApiKey(KEY))
+    save_credentials(paths, "https://stored.example.com", ApiKey(KEY))
     same = load_credentials(paths, CompassSettings(), environ={"COMPASS_URL": "https://stored.example.com/"})
     assert same is not None and same.key.reveal() == KEY
     with pytest.raises(CredentialsError, match=r"was saved for https://stored\.example\.com.*compass login --url"):
@@ -158,7 +160,7 @@ def test_the_stored_key_is_never_sent_to_another_compass_url(paths: StatePaths) 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX file modes")
 def test_a_key_file_others_can_read_is_refused(paths: StatePaths) -> None:
-    save_credentials(paths.compass_credentials, "https://compass.example.com", ApiKey(KEY))
+    save_credentials(paths, "https://compass.example.com", ApiKey(KEY))
     os.chmod(paths.compass_credentials, 0o644)
     with pytest.raises(CredentialsError, match="chmod 600") as caught:
         load_credentials(paths, CompassSettings(), environ={})
@@ -172,11 +174,11 @@ def test_a_damaged_file_says_to_log_in_again(paths: StatePaths, content: str) ->
     path.write_text(content)
     path.chmod(0o600)
     with pytest.raises(CredentialsError, match="compass login"):
-        read_stored(path)
+        read_stored(paths)
 
 
 def test_logout_deletes_the_file(paths: StatePaths) -> None:
-    save_credentials(paths.compass_credentials, "https://compass.example.com", ApiKey(KEY))
+    save_credentials(paths, "https://compass.example.com", ApiKey(KEY))
     assert delete_credentials(paths.compass_credentials) is True
     assert not paths.compass_credentials.exists()
     assert delete_credentials(paths.compass_credentials) is False

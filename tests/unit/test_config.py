@@ -31,9 +31,21 @@ def test_full_file(tmp_path: Path) -> None:
     ("[limits]\nmystery = 1", "mystery"),
     ("limits = 3", "[limits]"),
     ("roots = [", "cannot read"),
+    ("protected_paths = '~/x'", "protected_paths"),
+    ("protected_paths = ['']", "protected_paths"),
+    ("[limits]\nsearch_timeout_s = 0", "search_timeout_s"),
 ])
 def test_bad_settings_name_the_setting(tmp_path: Path, text: str, complaint: str) -> None:
     path = tmp_path / "config.toml"
     path.write_text(text)
     with pytest.raises(ConfigError, match=complaint.replace("[", r"\[").replace("]", r"\]")):
         load_config(path)
+
+
+def test_protected_paths_and_search_budgets(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text('protected_paths = ["~/private", "/srv/secrets"]\n'
+                    "[limits]\nsearch_max_entries = 5000\nsearch_timeout_s = 2.5\n")
+    config = load_config(path)
+    assert config.protected_paths == (Path("~/private").expanduser(), Path("/srv/secrets"))
+    assert config.limits.search_max_entries == 5000 and config.limits.search_timeout_s == 2.5

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import itertools
 import os
 import socket
 import stat
@@ -16,8 +17,10 @@ import pytest
 from mcp_bridge.config import Limits
 from mcp_bridge.pathpolicy import PathPolicy, PathRefused
 from mcp_bridge.scopes import Scope
+from mcp_bridge.tools import files
 from mcp_bridge.tools.base import CallContext, ToolFailure, ToolOutput
-from mcp_bridge.tools.files import Glob, file_tools
+from mcp_bridge.tools.files import file_tools
+from mcp_bridge.tools.glob import Glob
 
 pytestmark = pytest.mark.skipif(os.name == "nt", reason="uses POSIX symlinks, FIFOs and modes")
 
@@ -297,6 +300,8 @@ async def test_an_ignored_directory_searched_by_name_is_searched(run: Run, root:
     assert everywhere.structured is not None and "build/" not in everywhere.structured["matches"]
     inside = await run("search_files", path="build", pattern="*")
     assert inside.structured is not None and inside.structured["matches"] == [".gitignore", "gen/", "gen/a.py"]
+    deeper = await run("search_files", path="build/gen", pattern="*")  # below the ignored directory, too
+    assert deeper.structured is not None and deeper.structured["matches"] == ["a.py", "b.tmp"]
 
 
 @pytest.mark.anyio
@@ -503,3 +508,89 @@ async def test_edit_refuses_binary_outside_and_oversized(root: Path) -> None:
     with pytest.raises(PathRefused):
         await run("edit_file", path="escape", old_text="top", new_text="no")
     assert (root.parent / "outside" / "secret.txt").read_text() == "top secret\n"
+
+
+@pytest.mark.parametrize(("lines", "path", "is_dir", "expected"), [
+    ("# *.py\n", "a.py", False, None),  # a comment
+    ("*.py   \n", "a.py", False, True),  # trailing spaces are dropped
+    ("a\\ \n", "a ", False, True),  # ... unless escaped
+    ("\\#x\n", "#x", False, True),
+    ("\\!x\n", "!x", False, True),
+    ("*.log\n!keep.log\n", "keep.log", False, False),  # the last matching line decides
+    ("!keep.log\n*.log\n", "keep.log", False, True),
+    ("build/\n", "build", False, None),  # directories only
+    ("build/\n", "src/build", True, True),
+    ("/top.txt\n", "sub/top.txt", False, None),  # anchored
+    ("doc/*.md\n", "doc/a.md", False, True),
+    ("doc/*.md\n", "x/doc/a.md", False, None),
+    ("**/cache\n", "a/b/cache", True, True),
+    ("a/**/z\n", "a/z", False, True),
+    ("out/**\n", "out", True, None),  # everything inside, not the directory itself
+    ("out/**\n", "out/x/y", False, True),
+    ("[z-a]\n/\n*.tmp\n", "x.tmp", False, True),  # unusable lines are skipped, like git
+])
+def test_gitignore_lines(lines: str, path: str, is_dir: bool, expected: bool | None) -> None:
+    assert files._Ignore.parse(lines, "", 0).decides(path, is_dir) is expected
+
+
+@pytest.mark.anyio
+async def test_concurrent_listings_of_a_root_do_not_share_a_read_offset(run: Run, root: Path) -> None:
+    names = [f"f{i:03}" for i in range(600)]
+    _touch(root, *names)
+    results: list[list[str]] = []
+
+    async def list_root() -> None:
+        out = await run("list_directory", path=".")
+        assert out.structured is not None
+        results.append([e["name"] for e in out.structured["entries"]])
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(12):
+            tg.start_soon(list_root)
+    assert results == [names] * 12
+
+
+@pytest.mark.anyio
+async def test_protected_entries_are_left_out_of_listings_and_searches(root: Path) -> None:
+    from mcp_bridge.protected import Protected, Protection
+
+    _touch(root, "keys/id", "keys/id.pub", "src/a.py", "token.txt")
+    policy = PathPolicy([root], protection=Protection([Protected(root / "keys", "it holds keys"),
+                                                       Protected(root / "token.txt", "it is a token")]))
+    tools = {t.name: t for t in file_tools(policy, Limits())}
+    call = CallContext(key_name="test")
+    listing = await tools["list_directory"].run({"path": "."}, call)
+    assert [e["name"] for e in (listing.structured or {})["entries"]] == ["src"]
+    assert "2 protected entries left out" in text(listing)
+    found = await tools["search_files"].run({"pattern": "**/*"}, call)
+    assert (found.structured or {})["matches"] == ["src/", "src/a.py"]
+    assert "2 protected entries left out" in text(found)
+    for name, args in (("read_file", {"path": "keys/id"}), ("list_directory", {"path": "keys"}),
+                       ("write_file", {"path": "keys/new", "content": "x"}),
+                       ("edit_file", {"path": "token.txt", "old_text": "token", "new_text": "x"})):
+        with pytest.raises(PathRefused, match="is protected from reading or writing"):
+            await tools[name].run(args, call)
+
+
+@pytest.mark.parametrize("pattern", ["src/**/*.py", "src/*/x", "a/b", "/top", "a*/**", "**/x/**/y", "d?/**/[ab]*",
+                                     "a/**/b/**/c", "*.py"])
+def test_a_search_only_skips_directories_that_cannot_hold_a_match(pattern: str) -> None:
+    glob = Glob.compile(pattern)
+    names = ["src", "a", "ab", "b", "c", "x", "y", "top", "d1", "m.py", "bb"]
+    for n in range(1, 5):
+        for path in itertools.product(names, repeat=n):
+            rel = "/".join(path)
+            if glob.matches(rel, False) or glob.matches(rel, True):
+                for depth in range(1, n):
+                    assert glob.may_contain("/".join(path[:depth])), (pattern, rel, depth)
+
+
+@pytest.mark.anyio
+async def test_listing_a_directory_larger_than_the_entry_budget_reads_only_the_budget(root: Path) -> None:
+    _touch(root, *(f"f{i:02}" for i in range(30)))
+    exact = await make_runner(root, Limits(search_max_entries=30))("list_directory", path=".")
+    assert exact.structured is not None and not exact.structured["truncated"]
+    assert len(exact.structured["entries"]) == 30
+    over = await make_runner(root, Limits(search_max_entries=20))("list_directory", path=".")
+    assert over.structured is not None and over.structured["truncated"] and len(over.structured["entries"]) == 20
+    assert "more than search_max_entries (20)" in text(over)

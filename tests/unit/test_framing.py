@@ -169,8 +169,32 @@ def test_long_frames_through_the_reused_buffer(sizes: list[int]) -> None:
     decoder = FrameDecoder(FROM_BROWSER_MAX)
     assert read_through(decoder, stream_of(frames), sizes) == frames
     assert decoder.buffered == 0
-    with decoder.get_buffer() as space:  # the memory of the 3 MiB frame was let go
+    assert decoder.capacity <= KEEP  # the memory of the 3 MiB frame was let go, without waiting for another read
+    with decoder.get_buffer() as space:
         assert len(space) <= KEEP
+
+
+@given(payloads, st.lists(st.integers(min_value=1, max_value=400), min_size=1, max_size=20))
+def test_views_are_the_frames_until_the_next_read(frames: list[bytes], sizes: list[int]) -> None:
+    """views_updated hands out the frames without copying them; each is right when it is handed out."""
+    decoder, data, at, i, out = FrameDecoder(1000, read_size=16), stream_of(frames), 0, 0, []
+    while at < len(data):
+        with decoder.get_buffer() as space:
+            n = min(len(space), sizes[i % len(sizes)], len(data) - at)
+            space[:n] = data[at : at + n]
+        out += [view.tobytes() for view in decoder.views_updated(n)]  # kept: copied before the next read
+        at, i = at + n, i + 1
+    assert out == frames
+
+
+def test_capacity_counts_what_a_half_sent_frame_holds_and_release_frees_it() -> None:
+    decoder = FrameDecoder(FROM_CLIENT_MAX, read_size=64 * 1024)
+    assert decoder.capacity == 64 * 1024
+    decoder.feed(header(FROM_CLIENT_MAX) + b"x" * (3 * MIB))
+    assert decoder.buffered == 4 + 3 * MIB
+    assert 4 + 3 * MIB <= decoder.capacity <= 2 * (4 + 3 * MIB) + KEEP
+    decoder.release()
+    assert (decoder.capacity, decoder.buffered) == (0, 0)
 
 
 def test_a_header_alone_reserves_at_most_keep() -> None:
@@ -224,6 +248,9 @@ def test_parse_refuses_garbage_with_one_exception_type(data: bytes) -> None:
     (b'{"type":"request"', "not valid JSON"),
     (b'{"type":"x","n":NaN}', "NaN"),
     (b'{"type":"x","n":-Infinity}', "Infinity"),
+    (b'{"type":"x","n":1e999}', "too large for a double"),
+    (b'{"type":"x","n":-2.5E+400}', "too large for a double"),
+    (b'{"type":"x","n":' + b"9" * 5000 + b"}", "not valid JSON"),
     (b'{"type":"x","s":"\xed\xa0\x80"}', "UTF-8"),  # a UTF-8-encoded surrogate
     (b'{"type":"x","s":"\xff"}', "UTF-8"),
     (b"[1,2]", "JSON object"),

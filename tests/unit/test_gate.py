@@ -4,8 +4,8 @@ from typing import Any
 
 import pytest
 
-from mcp_bridge.gate import Caller, Gate
-from mcp_bridge.keys import KeyProblem, KeyStore, Rejected
+from mcp_bridge.gate import Caller, Gate, Verdict
+from mcp_bridge.keys import KeyStore
 from mcp_bridge.paths import state_paths
 from mcp_bridge.scopes import Scope, parse_scopes
 from mcp_bridge.tools.base import READ_ONLY, CallContext, Hints, Tool, ToolOutput
@@ -31,30 +31,35 @@ def keys(bridge_home: Path) -> Iterator[KeyStore]:
 
 
 def test_no_key_means_default_scopes(keys: KeyStore) -> None:
-    caller = Gate(keys, None, parse_scopes("read")).identify()
-    assert caller == Caller(None, "default", parse_scopes("read"))
-    assert [t.name for t in Gate.visible(TOOLS, caller)] == ["look"]
+    verdict = Gate(keys, None, parse_scopes("read")).identify()
+    assert verdict == Verdict(Caller(None, "default", parse_scopes("read")))
+    assert [t.name for t in Gate.visible(TOOLS, verdict)] == ["look"]
 
 
 @pytest.mark.parametrize(("scopes", "visible"), [("read", ["look"]), ("write", ["look", "change"]),
                                                  ("admin", ["look", "change", "rule"])])
-def test_visible_and_check_agree(keys: KeyStore, scopes: str, visible: list[str]) -> None:
+def test_visible_and_authorize_agree(keys: KeyStore, scopes: str, visible: list[str]) -> None:
     _, key = keys.create("k", parse_scopes(scopes))
-    caller = Gate(keys, key, parse_scopes("read")).identify()
-    assert isinstance(caller, Caller)
-    assert [t.name for t in Gate.visible(TOOLS, caller)] == visible
+    verdict = Gate(keys, key, parse_scopes("read")).identify()
+    assert verdict.allowed and verdict.caller.name == "k"
+    assert [t.name for t in Gate.visible(TOOLS, verdict)] == visible
     for tool in TOOLS:
-        refusal = Gate.check(tool, caller)
-        assert (refusal is None) == (tool.name in visible)
-        if refusal is not None:
-            assert tool.name in refusal.reason and f"'{tool.scope}' scope" in refusal.reason
-            assert "'k'" in refusal.reason and scopes in refusal.reason
+        decided = Gate.authorize(tool, verdict)
+        assert decided.allowed == (tool.name in visible)
+        assert decided.caller == verdict.caller
+        if decided.refusal is not None:
+            assert tool.name in decided.refusal and f"'{tool.scope}' scope" in decided.refusal
+            assert "'k'" in decided.refusal and scopes in decided.refusal and "keys create" in decided.refusal
 
 
 def test_revocation_is_seen_by_the_same_gate(keys: KeyStore) -> None:
     _, key = keys.create("k", parse_scopes("write"))
     gate = Gate(keys, key, parse_scopes("read"))
-    assert isinstance(gate.identify(), Caller)
+    assert gate.identify().allowed
     keys.revoke("k")
     rejected = gate.identify()
-    assert isinstance(rejected, Rejected) and rejected.problem is KeyProblem.REVOKED
+    assert not rejected.allowed and rejected.refusal is not None and "revoked" in rejected.refusal
+    assert rejected.caller.key_id is None and rejected.caller.scopes == frozenset()
+    # A refused identity stays refused whatever the tool, and sees nothing.
+    assert Gate.visible(TOOLS, rejected) == []
+    assert Gate.authorize(TOOLS[0], rejected) == rejected

@@ -7,15 +7,38 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
-from mcp_bridge.extension_id import REFERENCE_EXTENSION_ID
+from mcp_bridge import __version__
+from mcp_bridge.extension_id import (
+    REFERENCE_EXTENSION_ID,
+    ExportError,
+    export_extension,
+    extension_files,
+    extension_location,
+    reference_extension_dir,
+    stable_extension_dir,
+)
 from mcp_bridge.install import HOST_NAME, manifests
 from mcp_bridge.install.clients import ClaudeCode, ServerEntry, parse_mcp_get
+from mcp_bridge.install.installer import Installer, Selection, ephemeral_environment
 from mcp_bridge.install.launcher import LOG_MAX_BYTES, LauncherSpec, pinned_python, render
-from mcp_bridge.install.layouts import BROWSERS, OS, BrowserLayout, Family, Platform, browser_layouts, resolve
+from mcp_bridge.install.layouts import (
+    BROWSERS,
+    OS,
+    BrowserLayout,
+    Family,
+    Platform,
+    Presence,
+    browser_layouts,
+    resolve,
+    sandboxed_browsers,
+)
+from mcp_bridge.install.plan import InstallError, Op, Plan
+from mcp_bridge.paths import StatePaths
 from tests.conftest import REPO, require
 
 HOME = Path("/home/ada")
@@ -43,6 +66,10 @@ def layout(os_: OS, key: str, env: dict[str, str] | None = None, root: Path = Pa
      ["/etc/opt/vivaldi/native-messaging-hosts"]),
     (OS.LINUX, "opera", ["/home/ada/.config/opera/NativeMessagingHosts"], []),
     (OS.LINUX, "firefox", ["/home/ada/.mozilla/native-messaging-hosts"], ["/usr/lib/mozilla/native-messaging-hosts"]),
+    (OS.LINUX, "librewolf", ["/home/ada/.librewolf/native-messaging-hosts"], []),
+    (OS.LINUX, "waterfox", ["/home/ada/.waterfox/native-messaging-hosts"], []),
+    (OS.LINUX, "floorp", ["/home/ada/.floorp/native-messaging-hosts"], []),
+    (OS.MACOS, "librewolf", ["/home/ada/Library/Application Support/LibreWolf/NativeMessagingHosts"], []),
     (OS.MACOS, "chrome", ["/home/ada/Library/Application Support/Google/Chrome/NativeMessagingHosts"],
      ["/Library/Google/Chrome/NativeMessagingHosts"]),
     (OS.MACOS, "chrome-canary", ["/home/ada/Library/Application Support/Google/Chrome Canary/NativeMessagingHosts"],
@@ -289,3 +316,246 @@ def test_the_documented_example_manifests_are_what_install_writes(name: str, fam
     assert manifests.problems(example, Path(f"/x/{HOST_NAME}.json"), family, posix=True) == []
     if family is Family.CHROMIUM:
         assert allowed == [manifests.origin(REFERENCE_EXTENSION_ID)]
+    else:
+        assert allowed == [manifests.reference_firefox_addon_id()]
+
+
+# --- browsers installed but never started, Firefox forks, snap and Flatpak ---------------------------------
+
+
+def _program(directory: Path, name: str) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / name
+    path.write_text("#!/bin/sh\n")
+    path.chmod(0o755)
+    return path
+
+
+def test_a_browser_on_path_without_a_user_data_dir_is_installed_but_never_started(tmp_path: Path) -> None:
+    home, root = tmp_path / "home", tmp_path / "root"
+    chromium = _program(tmp_path / "bin", "chromium")
+    snap_firefox = _program(root / "snap" / "bin", "firefox")
+    platform = Platform(OS.LINUX, home, {"PATH": f"{tmp_path / 'bin'}:{snap_firefox.parent}"}, root)
+    found = {layout.key: layout for layout in browser_layouts(platform)}
+    assert found["chromium"].program == chromium and found["chromium"].never_started
+    assert not found["chromium"].installed
+    # A snap's command is the sandboxed build, not a plain Firefox.
+    assert found["firefox"].program is None and not found["firefox"].never_started
+    (home / ".config" / "chromium").mkdir(parents=True)
+    assert resolve(next(s for s in BROWSERS if s.key == "chromium"), platform).installed
+    assert not resolve(next(s for s in BROWSERS if s.key == "chromium"), platform).never_started
+    # macOS: an app bundle in /Applications or ~/Applications.
+    (root / "Applications" / "Google Chrome.app").mkdir(parents=True)
+    (home / "Applications" / "Floorp.app").mkdir(parents=True)
+    mac = {layout.key: layout for layout in browser_layouts(Platform(OS.MACOS, home, {}, root))}
+    assert mac["chrome"].never_started and mac["floorp"].never_started and not mac["chrome-beta"].never_started
+
+
+def _plant_sandboxes(home: Path, root: Path) -> None:
+    """Ubuntu-style snaps and Flathub Flatpaks: one used, one never started, of each kind."""
+    (home / "snap" / "firefox" / "common" / ".mozilla").mkdir(parents=True)        # used
+    _program(root / "snap" / "bin", "chromium")                                   # installed, never started
+    (home / ".var" / "app" / "org.mozilla.firefox" / ".mozilla").mkdir(parents=True)
+    (root / "var" / "lib" / "flatpak" / "app" / "com.brave.Browser").mkdir(parents=True)
+
+
+def test_snap_and_flatpak_browsers_are_found_with_their_state(tmp_path: Path) -> None:
+    home, root = tmp_path / "home", tmp_path / "root"
+    _plant_sandboxes(home, root)
+    found = {b.spec.key: b for b in sandboxed_browsers(Platform(OS.LINUX, home, {"PATH": ""}, root))}
+    assert {k: b.presence for k, b in found.items()} == {
+        "firefox-snap": Presence.USED, "chromium-snap": Presence.NEVER_STARTED,
+        "firefox-flatpak": Presence.USED, "brave-flatpak": Presence.NEVER_STARTED}
+    assert found["firefox-snap"].spec.reads == "firefox"
+    assert all(b.spec.reads is None and b.spec.instead for k, b in found.items() if k != "firefox-snap")
+    assert sandboxed_browsers(Platform(OS.MACOS, home, {}, root)) == []
+
+
+class _Machine:
+    """A planted Linux machine: a home, a filesystem root, a state dir, and an installer for them."""
+
+    def __init__(self, tmp_path: Path, path_env: str = "") -> None:
+        self.tmp = tmp_path
+        self.home, self.root = tmp_path / "home", tmp_path / "root"
+        self.home.mkdir(exist_ok=True)
+        self.root.mkdir(exist_ok=True)
+        state = tmp_path / "state"
+        self.paths = StatePaths(state / "config", state / "data", state / "logs", state / "run").ensure()
+        self.installer = Installer(Platform(OS.LINUX, self.home, {"PATH": path_env}, self.root), self.paths)
+
+    def tree(self) -> dict[str, bytes | None]:
+        return {str(p): (p.read_bytes() if p.is_file() else None) for p in sorted(self.tmp.rglob("*"))}
+
+    def run(self, plan: Plan) -> list[str]:
+        assert self.installer.apply(plan), "\n".join(plan.lines(False))
+        return plan.lines(False)
+
+
+def test_install_writes_for_the_firefox_snap_and_says_why_not_for_the_others(tmp_path: Path) -> None:
+    machine = _Machine(tmp_path)
+    _plant_sandboxes(machine.home, machine.root)
+    before = machine.tree()
+
+    lines = machine.run(machine.installer.plan_install(Selection(no_clients=True)))
+    manifest = machine.home / ".mozilla" / "native-messaging-hosts" / f"{HOST_NAME}.json"
+    assert json.loads(manifest.read_text())["allowed_extensions"] == [manifests.reference_firefox_addon_id()]
+    assert any(line.startswith("Firefox (snap): Firefox manifest ~/.mozilla/native-messaging-hosts/") for line in lines)
+    for name in ("Chromium (snap)", "Firefox (Flatpak)", "Brave (Flatpak)"):
+        line = next(line for line in lines if line.startswith(f"{name}:"))
+        assert "cannot start a native host" in line and "use the browser from" in line and line.endswith("skipped")
+    assert "Chromium (snap): installed, never started, but" in "\n".join(lines)
+    # Nothing was written into a sandbox that could not use it.
+    assert not list((machine.home / ".var").rglob(f"{HOST_NAME}.json"))
+
+    machine.run(machine.installer.plan_uninstall(Selection()))
+    assert machine.tree() == before
+
+
+def test_a_browser_never_started_gets_its_manifest_ready(tmp_path: Path) -> None:
+    _program(tmp_path / "bin", "chromium")
+    machine = _Machine(tmp_path, str(tmp_path / "bin"))
+    before = machine.tree()
+    plan = machine.installer.plan_install(Selection(no_clients=True))
+    machine.run(plan)
+    assert (machine.home / ".config" / "chromium" / "NativeMessagingHosts" / f"{HOST_NAME}.json").is_file()
+    assert "Chromium: installed but never started; the host manifest is in place for its first start." in plan.notes
+    assert "Google Chrome: not installed (no ~/.config/google-chrome) — skipped" in plan.lines(False)
+    machine.run(machine.installer.plan_uninstall(Selection()))
+    assert machine.tree() == before
+
+
+# --- the extension's stable copy ---------------------------------------------------------------------------
+
+
+def test_install_keeps_a_current_copy_of_the_extension_and_uninstall_removes_it(tmp_path: Path) -> None:
+    machine = _Machine(tmp_path)
+    (machine.home / ".config" / "chromium").mkdir(parents=True)
+    before = machine.tree()
+    assert extension_location(machine.paths)["stable"] is False
+    assert "does not exist yet" in extension_location(machine.paths)["problem"]
+
+    plan = machine.installer.plan_install(Selection(no_clients=True))
+    lines = machine.run(plan)
+    copy = stable_extension_dir(machine.paths)
+    assert f"Extension: copy {copy} (version {__version__}) — created" in lines
+    assert extension_files(copy) == extension_files() and "manifest.json" in extension_files(copy)
+    where = extension_location(machine.paths)
+    assert where["stable"] and where["path"] == str(copy) and where["problem"] is None
+    assert where["firefox_id"] == manifests.reference_firefox_addon_id()
+    assert any(f"Load unpacked and choose {copy}" in note for note in plan.notes)
+
+    # A copy that no longer matches what this version ships (an upgrade, or a hand edit) is refreshed.
+    (copy / "background.js").write_text("// old\n")
+    (copy / "gone-in-this-version.js").write_text("")
+    assert "out of date" in extension_location(machine.paths)["problem"]
+    again = machine.installer.plan_install(Selection(no_clients=True))
+    assert next(a for a in again.actions if a.section == "Extension").op is Op.UPDATE
+    machine.run(again)
+    assert extension_location(machine.paths)["stable"]
+    assert machine.run(machine.installer.plan_install(Selection(no_clients=True)))
+    assert next(a for a in machine.installer.plan_install(Selection(no_clients=True)).actions
+                if a.section == "Extension").op is Op.UNCHANGED
+
+    # The stray file was not install's: uninstall leaves it (and so its folder), and removes the rest.
+    machine.run(machine.installer.plan_uninstall(Selection()))
+    assert sorted(p.name for p in copy.iterdir()) == ["gone-in-this-version.js"]
+    (copy / "gone-in-this-version.js").unlink()
+    copy.rmdir()
+    assert machine.tree() == before
+
+
+def test_export_copies_the_extension_and_refuses_a_folder_with_other_files(tmp_path: Path) -> None:
+    target, count = export_extension(tmp_path / "new" / "ext", extension_files())
+    assert count == len(extension_files()) and extension_files(target) == extension_files()
+    assert export_extension(target, extension_files()) == (target, count)  # an earlier export is replaced
+    other = tmp_path / "photos"
+    other.mkdir()
+    (other / "cat.jpg").write_bytes(b"\xff\xd8")
+    with pytest.raises(ExportError, match="not empty"):
+        export_extension(other, extension_files())
+    assert [p.name for p in other.iterdir()] == ["cat.jpg"]
+
+
+def test_extension_commands(tmp_path: Path) -> None:
+    env = {**os.environ, "COMPASS_BRIDGE_HOME": str(tmp_path / "bridge")}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "mcp_bridge", "extension", *args], env=env,
+                              capture_output=True, text=True)
+
+    shown = cli("path")
+    assert shown.returncode == 0 and Path(shown.stdout.strip()) == reference_extension_dir()
+    assert "compass-bridge install" in shown.stderr  # the shipped folder moves with the Python: said so
+    exported = cli("export", str(tmp_path / "ext"))
+    assert exported.returncode == 0 and f"Load unpacked and choose {tmp_path / 'ext'}" in exported.stdout
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "todo.txt").write_text("mine")
+    refused = cli("export", str(tmp_path / "notes"))
+    assert refused.returncode == 1 and "not empty" in refused.stderr
+    as_json = json.loads(cli("path", "--json").stdout)
+    assert as_json["chromium_id"] == REFERENCE_EXTENSION_ID and set(as_json["load_steps"]) == {"chromium", "firefox"}
+
+
+# --- ephemeral environments (uvx, pipx run) ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("python", "env", "why"), [
+    ("/home/ada/.cache/uv/archive-v0/TndNkMFUmgWSyD9p/bin/python", {}, "uv's cache"),
+    ("/scratch/uvc/builds-v0/.tmpwrbud4/bin/python", {}, "uv's cache"),
+    ("/scratch/my-uv-cache/envs/x/bin/python", {"UV_CACHE_DIR": "/scratch/my-uv-cache"}, "uv's cache"),
+    ("/home/ada/.cache/pipx/3f1e2a/bin/python", {}, "pipx run"),
+    ("/opt/px/.cache/3f1e2a/bin/python", {"PIPX_HOME": "/opt/px"}, "pipx run"),
+    ("/home/ada/AppData/Local/uv/cache/archive-v0/x/Scripts/python.exe", {}, "uv's cache"),
+    ("/home/ada/.local/share/uv/tools/compass-bridge/bin/python", {}, None),
+    ("/home/ada/.local/share/pipx/venvs/compass-bridge/bin/python", {}, None),
+    ("/home/ada/.local/share/compass-bridge/venv/bin/python", {}, None),
+])
+def test_ephemeral_environments_are_told_by_the_interpreter_path(python: str, env: dict[str, str],
+                                                                 why: str | None) -> None:
+    found = ephemeral_environment(Path(python), Platform(OS.LINUX, HOME, env))
+    assert (found is None) if why is None else (found is not None and why in found)
+
+
+def test_install_from_uvx_pins_nothing_and_says_what_to_do(tmp_path: Path) -> None:
+    machine = _Machine(tmp_path)
+    (machine.home / ".config" / "chromium").mkdir(parents=True)
+    machine.installer.python = machine.home / ".cache/uv/archive-v0/TndNkMFUmgWSyD9p/bin/python"
+    before = machine.tree()
+    plan = machine.installer.plan_install(Selection(no_clients=True))
+    assert plan.blocked is not None and "uv tool install" in plan.blocked and "pipx install" in plan.blocked
+    assert "nothing was installed" in plan.blocked and str(machine.installer.python) in plan.blocked
+    assert machine.installer.apply(plan) is False
+    assert machine.tree() == before
+
+
+def test_install_from_a_temporary_directory_warns(tmp_path: Path) -> None:
+    machine = _Machine(tmp_path)
+    machine.installer.python = Path(tempfile.gettempdir()) / "venv-x" / "bin" / "python"
+    plan = machine.installer.plan_install(Selection(no_clients=True, browsers=("chromium",)))
+    assert plan.blocked is None and any("temporary directory" in note for note in plan.notes)
+
+
+def test_a_named_sandboxed_browser_that_is_not_there_is_said_so(tmp_path: Path) -> None:
+    machine = _Machine(tmp_path)
+    plan = machine.installer.plan_install(Selection(browsers=("chromium-snap",), no_clients=True))
+    assert "Chromium (snap): not found on this machine — skipped" in plan.lines(True)
+    with pytest.raises(InstallError, match=r"unknown browser 'netscape-snap'.*firefox-snap"):
+        machine.installer.plan_install(Selection(browsers=("netscape-snap",)))
+
+
+def test_doctor_warns_about_a_launcher_pinned_to_uvs_cache(tmp_path: Path, bridge_home: Path) -> None:
+    from mcp_bridge.install.doctor import Doctor, Status
+
+    machine = _Machine(tmp_path)
+    (machine.home / ".config" / "chromium").mkdir(parents=True)
+    # What an older install run through `uvx` left: a launcher pinning an interpreter in uv's cache.
+    cached = machine.home / ".cache" / "uv" / "archive-v0" / "Tnd" / "bin" / "python"
+    cached.parent.mkdir(parents=True)
+    cached.symlink_to(sys.executable)
+    machine.run(machine.installer.plan_install(Selection(no_clients=True)))
+    launcher = machine.paths.data_dir / "native-host" / "compass-bridge-host"
+    launcher.write_text(launcher.read_text().replace(str(Path(sys.executable).absolute()), str(cached)))
+
+    checks = Doctor(machine.installer.platform, machine.paths).run()
+    warned = [c for c in checks if c.area == f"launcher {launcher}" and c.status is Status.WARN]
+    assert any("uv's cache" in c.detail and "uv tool install" in c.fix for c in warned), checks

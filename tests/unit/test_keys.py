@@ -12,6 +12,7 @@ from mcp_bridge import keys as keys_module
 from mcp_bridge.keys import KEY_PATTERN, KeyProblem, KeyRecord, KeyStore, KeyStoreError, Rejected, parse_duration
 from mcp_bridge.paths import state_paths
 from mcp_bridge.scopes import Scope, parse_scopes
+from mcp_bridge.store import StoreError
 
 
 @pytest.fixture
@@ -177,3 +178,30 @@ def test_parse_duration(text: str, seconds: int) -> None:
 def test_parse_duration_refuses(text: str) -> None:
     with pytest.raises(KeyStoreError, match=r"e\.g\. 30d"):
         parse_duration(text)
+
+
+@pytest.mark.parametrize(("damaged", "content", "fix"), [
+    ("secret_file", b"", "rm "), ("secret_file", b"short", "rm "), ("secret_file", b"x" * 33, "rm "),
+    ("database", b"this is not a database" * 100, "mv "),
+])
+def test_a_damaged_store_is_refused_with_the_file_and_the_fix(bridge_home: Path, damaged: str, content: bytes,
+                                                              fix: str) -> None:
+    paths = state_paths().ensure()
+    path: Path = getattr(paths, damaged)
+    path.write_bytes(content)
+    with pytest.raises(StoreError) as refused:
+        KeyStore.open(paths)
+    assert str(path) in str(refused.value) and fix in str(refused.value)
+
+
+def test_a_store_that_cannot_be_opened_refuses_everyone_and_says_why(bridge_home: Path) -> None:
+    paths = state_paths().ensure()
+    paths.database.write_bytes(b"garbage" * 100)
+    broken = KeyStore.open_or_unavailable(paths)
+    rejected = broken.authenticate("cb_" + "0" * 40)
+    assert isinstance(rejected, Rejected) and rejected.problem is KeyProblem.STORE_UNAVAILABLE
+    assert str(paths.database) in rejected.explain()
+    assert broken.unavailable() is not None
+    with pytest.raises(StoreError):
+        broken.list()
+    broken.close()

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from mcp_bridge.pathpolicy import PathPolicy, PathRefused, RootError
+from mcp_bridge.protected import Guard, Protected, Protection
 from mcp_bridge.tools.base import ToolFailure
 
 pytestmark = pytest.mark.skipif(os.name == "nt", reason="the corpus uses POSIX symlinks and paths")
@@ -311,3 +312,100 @@ def test_empty_client_list_allows_nothing(tree: Tree) -> None:
     policy = PathPolicy([tree.root])
     policy.narrow([])
     assert policy.roots == ()
+
+
+# -- protected paths and the default root -------------------------------------------------------------
+
+
+def _protection(*entries: Protected) -> Protection:
+    return Protection(entries)
+
+
+def test_protected_paths_are_refused_inside_a_named_root(tree: Tree) -> None:
+    secret = tree.root / "vault"
+    secret.mkdir()
+    (secret / "key").write_text("k\n")
+    policy = PathPolicy([tree.root], protection=_protection(Protected(secret, "it holds test keys")))
+    for path, must_exist in (("vault/key", True), ("vault", True), ("vault/new.txt", False), ("vault/a/b", False)):
+        with pytest.raises(PathRefused, match=r"vault is protected from reading or writing .*it holds test keys"):
+            policy.resolve(path, must_exist=must_exist)
+    # A symlink to it, a '..' detour, a doubled slash: judged by the real path, refused the same way.
+    (tree.root / "to_vault").symlink_to("vault/key")
+    for path in ("to_vault", "sub/../vault/key", "vault//key", str(secret / "key")):
+        with pytest.raises(PathRefused, match="protected"):
+            policy.resolve(path, must_exist=True)
+    assert policy.resolve("file.txt", must_exist=True) == tree.root / "file.txt"
+
+
+def test_write_only_protection_allows_reading(tree: Tree) -> None:
+    rc = tree.root / ".bashrc"
+    rc.write_text("alias ls=ls\n")
+    policy = PathPolicy([tree.root], protection=_protection(Protected(rc, "it runs as you", Guard.WRITE)))
+    assert policy.resolve(".bashrc", must_exist=True) == rc
+    with pytest.raises(PathRefused, match=r"protected from writing .*it runs as you"):
+        policy.resolve(".bashrc", must_exist=False)
+    with pytest.raises(PathRefused, match="protected from writing"):
+        policy.resolve(".bashrc", must_exist=True, writing=True)
+
+
+def test_a_hard_link_to_a_protected_file_is_refused_when_opened(tree: Tree) -> None:
+    secret = tree.outside / "secret.txt"
+    os.link(secret, tree.root / "hard")
+    policy = PathPolicy([tree.root], protection=_protection(Protected(secret, "it is secret")))
+    real = policy.resolve("hard", must_exist=True)  # its path is not protected, its inode is
+    with pytest.raises(PathRefused, match="it is secret"):
+        policy.open(real, os.O_RDONLY, shown="hard", writing=False)
+
+
+def test_the_built_in_list_covers_the_bridge_and_the_usual_secrets(tree: Tree, monkeypatch: pytest.MonkeyPatch) -> None:
+    home = tree.base / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("COMPASS_BRIDGE_HOME", str(home / ".cb"))
+    monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)
+    policy = PathPolicy([home], protected=[home / "mine"])
+    for path in (".ssh/id_ed25519", ".aws/credentials", ".docker/config.json", ".netrc", ".config/gh/hosts.yml",
+                 ".gnupg/x", ".kube/config", ".config/gcloud/x", ".azure/x", ".npmrc", ".pypirc", ".git-credentials",
+                 ".claude.json", ".claude/.credentials.json", ".claude/projects/p/session.jsonl",
+                 ".config/chromium/Default/Cookies", ".mozilla/firefox/p/logins.json",
+                 ".cb/config/config.toml", ".cb/data/key-secret", ".cb/data/bridge.sqlite3", ".cb/logs/serve.log",
+                 "mine/notes.txt"):
+        with pytest.raises(PathRefused, match="protected from reading or writing"):
+            policy.resolve(path, must_exist=False, writing=False)
+    for path in (".bashrc", ".profile", ".zshrc", ".gitconfig", ".config/autostart/x.desktop", ".local/bin/ls",
+                 "project/.git/hooks/pre-commit", "project/.git/config", "project/.claude/settings.local.json",
+                 "project/sub/.claude/agents/x.md", "project/.mcp.json", "project/.git/HEAD",
+                 "project/.git/modules/lib/hooks/post-checkout", "project/lib/.git", "project/.cursor/mcp.json"):
+        assert policy.resolve(path, must_exist=False, writing=False) == home / path
+        with pytest.raises(PathRefused, match="protected from writing"):
+            policy.resolve(path, must_exist=False)
+    assert policy.resolve("project/main.py", must_exist=False) == home / "project" / "main.py"
+    for path in ("project/.github/workflows/ci.yml", "project/.gitignore", "project/claude/x", "project/.git.md"):
+        assert policy.resolve(path, must_exist=False) == home / path
+
+
+@pytest.mark.parametrize("where", ["home", "above_home", "filesystem_root"])
+def test_a_home_wide_default_root_is_refused_with_advice(tree: Tree, monkeypatch: pytest.MonkeyPatch,
+                                                          where: str) -> None:
+    home = tree.base / "users" / "me"
+    home.mkdir(parents=True)
+    monkeypatch.setenv("HOME", str(home))
+    root = {"home": home, "above_home": tree.base / "users", "filesystem_root": Path("/")}[where]
+    policy = PathPolicy([root], implicit=True, protection=_protection())
+    assert policy.roots == () and policy.configured_roots == ()
+    assert policy.notice is not None and "--root" in policy.notice and "roots = " in policy.notice
+    with pytest.raises(PathRefused, match=r"no roots were named.*--root DIR"):
+        policy.resolve("anything.txt", must_exist=False)
+    policy.narrow([home / "x", root])  # a client's MCP roots cannot bring it back
+    with pytest.raises(PathRefused, match="no roots were named"):
+        policy.resolve(str(root), must_exist=True)
+    # Named by the user, the same root is used.
+    assert PathPolicy([root], protection=_protection()).roots == (Path(os.path.realpath(root)),)
+    assert PathPolicy.chosen([root], home).roots == (Path(os.path.realpath(root)),)
+    assert PathPolicy.chosen([], root).notice is not None
+
+
+def test_a_project_default_root_is_used(tree: Tree, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tree.base))
+    policy = PathPolicy([tree.root], implicit=True, protection=_protection())
+    assert policy.notice is None and policy.roots == (tree.root,)

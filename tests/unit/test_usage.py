@@ -7,7 +7,7 @@ from mcp_bridge import store
 from mcp_bridge.keys import KeyStore
 from mcp_bridge.paths import state_paths
 from mcp_bridge.scopes import parse_scopes
-from mcp_bridge.usage import UsageLog, UsageRecord, recent, summarize
+from mcp_bridge.usage import REJECTED_KEY_NAME, UsageLog, UsageRecord, recent, rejected_calls, summarize
 
 
 def _row(tool: str, outcome: str = "ok", ms: float = 1.0, key: str = "default", key_id: str | None = None,
@@ -99,3 +99,38 @@ def test_several_processes_share_one_log_without_losing_rows(bridge_home: Path) 
     counts = dict(conn.execute("SELECT tool, count(*) FROM usage GROUP BY tool").fetchall())
     conn.close()
     assert counts == {f"tool{w}": 400 for w in range(4)}
+
+
+def test_status_counts_what_was_written(bridge_home: Path) -> None:
+    paths = state_paths().ensure()
+    log = UsageLog(paths.database)
+    assert log.status()["state"] == "ok" and log.status()["pending"] == 0
+    for _ in range(10):
+        log.record(_row("read_file"))
+    assert log.flush()
+    status = log.status()
+    assert (status["written"], status["pending"], status["dropped"], status["last_error"]) == (10, 0, 0, None)
+    assert log.close() == 0 and log.close() == 0  # closing twice is harmless
+
+
+def test_a_row_recorded_after_close_is_counted_as_dropped(bridge_home: Path) -> None:
+    paths = state_paths().ensure()
+    log = UsageLog(paths.database)
+    log.close()
+    log.record(_row("read_file"))
+    assert log.status()["dropped"] == 1 and log.status()["state"] == "lost rows"
+
+
+def test_rejected_key_calls_are_aggregated_not_logged_one_by_one(bridge_home: Path) -> None:
+    paths = state_paths().ensure()
+    log = UsageLog(paths.database)
+    for tool in ("read_file", "write_file", "x" * 5000):
+        log.record(UsageRecord(key_id=None, key_name=REJECTED_KEY_NAME, tool=tool, outcome="refused",
+                               error="refused: unknown key", duration_ms=0.1, client="c", ts=time.time()))
+    log.close()
+    conn = store.connect(paths.database)
+    assert conn.execute("SELECT count(*) FROM usage").fetchone() == (0,)
+    (aggregate,) = rejected_calls(conn)
+    assert (aggregate["reason"], aggregate["calls"]) == ("refused: unknown key", 3)
+    assert len(aggregate["last_tool"]) <= 201
+    conn.close()

@@ -1,0 +1,1 @@
+"""Engines behind one interface (`base.Engine`): `claude-code` and `anthropic`."""
