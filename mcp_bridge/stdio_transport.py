@@ -2,10 +2,8 @@
 
 - `receive()` yields one line at a time. A line longer than `wire.MAX_LINE_BYTES` is not kept: its start
   and end are, so the refusal can name the request id, and the rest is read and dropped.
-- `send()` writes an encoded message at once when no other write is under way (the common case: one answer
-  at a time, no hop through another task), else puts it on a bounded queue that one writer task empties. Either
-  way a client that stops reading slows the server's senders down (backpressure) instead of growing memory
-  without limit.
+- `send()` puts an encoded message on a bounded queue that one writer task empties, so a client that
+  stops reading slows the server's senders down (backpressure) instead of growing memory without limit.
 
 While serving, fd 0 reads the null device and fd 1 writes to stderr, so a stray `print` or a child process
 can neither eat protocol input nor corrupt the output; the wire is served from private duplicates and both
@@ -133,8 +131,6 @@ class StdioTransport:
         self._ready = asyncio.Event()
         self._closing = False
         self._broken = False
-        self._writing = False
-        """A write is under way (by `send` itself or the writer task): later messages queue behind it."""
         self._writer = asyncio.create_task(self._write_forever())
 
     @classmethod
@@ -172,32 +168,13 @@ class StdioTransport:
         return self._lines.ready.popleft()
 
     async def send(self, data: bytes) -> None:
-        if not self._writing and not self._pending and not self._broken and not self._closing:
-            # Nothing ahead of it: write it from here, which saves a wake-up of the writer task per answer.
-            await self._write_now(data)
-            if self._pending or self._closing:
-                self._ready.set()  # what queued meanwhile goes next; a waiting close() may finish
-            return
         async with self._room:
             await self._room.wait_for(lambda: self._broken or self._pending_bytes < _QUEUED_BYTES)
             if self._broken:
-                return  # the client is gone; see _write_now
+                return  # the client is gone; see _write_forever
             self._pending.append(data)
             self._pending_bytes += len(data)
         self._ready.set()
-
-    async def _write_now(self, data: bytes) -> None:
-        self._writing = True
-        try:
-            await self._write(data)
-        except OSError as exc:
-            # The client is gone: nothing more can reach it. Keep serving until stdin ends (the running
-            # requests still finish and are logged), but stop queueing.
-            if not self._broken:
-                log.warning("stdout closed (%s); answers from now on are dropped", exc)
-            self._broken = True
-        finally:
-            self._writing = False
 
     async def close(self) -> None:
         """Deliver what is queued (for at most _CLOSE_TIMEOUT_S), then stop writing."""
@@ -214,13 +191,19 @@ class StdioTransport:
         while True:
             await self._ready.wait()
             self._ready.clear()
-            if not self._pending or self._writing:  # (a write from `send` is under way: it wakes us after)
-                if self._closing and not self._pending and not self._writing:
+            if not self._pending:
+                if self._closing:
                     return
                 continue
             data = b"".join(self._pending)  # whatever is queued goes out in one write
             self._pending.clear()
-            await self._write_now(data)
+            try:
+                await self._write(data)
+            except OSError as exc:
+                # The client is gone: nothing more can reach it. Keep serving until stdin ends (the running
+                # requests still finish and are logged), but stop queueing.
+                log.warning("stdout closed (%s); answers from now on are dropped", exc)
+                self._broken = True
             async with self._room:
                 self._pending_bytes -= len(data)
                 self._room.notify_all()

@@ -10,6 +10,7 @@ output (agent-service.out) and environment (the doors are our own code, and reac
 from __future__ import annotations
 
 import contextlib
+import os
 import subprocess
 import sys
 from typing import TextIO
@@ -36,8 +37,9 @@ class DoorsChild:
 
     def start(self) -> None:
         # stdout/stderr inherited: the service's own output, where `compass-bridge doors` says what it listens on.
+        # `env` from os.environ, never the process's own block, whose secrets selfguard has blanked.
         self._proc = subprocess.Popen([sys.executable, "-m", "mcp_bridge", "doors"], stdin=subprocess.DEVNULL,
-                                      close_fds=True)
+                                      close_fds=True, env=dict(os.environ))
 
     def alive(self) -> bool:
         return self._proc is not None and self._proc.poll() is None

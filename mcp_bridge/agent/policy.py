@@ -263,6 +263,14 @@ def needed_scope(tool: str, scope_of: ScopeOf) -> Scope:
     return Scope.ADMIN if known is None else known
 
 
+def builtins_beyond(scopes: frozenset[Scope]) -> list[str]:
+    """Claude Code's built-in tools that `scopes` do not cover, to withhold from the model altogether
+    (`--disallowedTools`): the CLI runs some commands it deems read-only without asking, so a denial by policy
+    alone would not hold for them."""
+    builtins = sorted(_WRITE_SCOPED | {"Bash", "KillShell", "KillBash"})
+    return [tool for tool in builtins if needed_scope(tool, lambda _: None) not in scopes]
+
+
 def classify(tool: str, tool_input: Mapping[str, Any], roots: Sequence[Path], scope_of: ScopeOf) -> Action:
     """Which category an action falls in, its risk and a plain-language summary."""
     category, summary = _categorize(tool, tool_input, roots, scope_of)

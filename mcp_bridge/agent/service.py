@@ -28,7 +28,7 @@ from mcp_bridge.agent.chunks import Chunk, ChunkMapper
 from mcp_bridge.agent.engines.base import Engine, EngineError, RunHooks, TurnResult
 from mcp_bridge.agent.errors import ServiceError
 from mcp_bridge.agent.limits import RateLimit, Slots
-from mcp_bridge.agent.policy import Envelope, EnvelopeError, parse_envelope
+from mcp_bridge.agent.policy import Envelope, EnvelopeError, builtins_beyond, parse_envelope
 from mcp_bridge.agent.settings import AgentSettings
 from mcp_bridge.agent.store import ACTIVE_STATES, RunStore
 from mcp_bridge.config import Config
@@ -441,7 +441,8 @@ class RunService:
 
             return ClaudeCodeEngine(find_claude(self.settings.claude_path), private, resume=run.session_id,
                                     fork=run.fork, model=run.model, system=system,
-                                    history=() if run.session_id else history)
+                                    history=() if run.session_id else history,
+                                    disallowed=builtins_beyond(run.caller.scopes))
         from mcp_bridge.agent.engines.anthropic import AnthropicEngine, load_api_key
         from mcp_bridge.sources import build_sources
 

@@ -5,10 +5,12 @@ exits leaving processes behind. On Linux the server process is a child subreaper
 so a process that leaves the command's process group or session (`setsid`, bash `set -m`, a daemon's double
 fork) is re-parented to the server instead of to init and stays findable: the command's tree is its shell's
 descendants plus the orphans carrying the call's marker variable, and all of it is frozen (SIGSTOP, so
-nothing forks while it is being killed) and killed after SIGTERM's grace. A process that cannot be
-attributed (it replaced its whole environment after escaping) or that outlives SIGKILL is reported in the
-result, never silently left. Elsewhere (macOS) the process group is what can be reached and a process that
-escaped it is reported when it keeps the output open; on Windows the tree is ended with `taskkill /T`.
+nothing forks while it is being killed) and killed after SIGTERM's grace. The clean-up rescans until it is
+settled, because a process caught mid-exit can no longer be attributed while its children are still on their
+way to the server. A process that cannot be attributed (it replaced its whole environment after escaping) or
+that outlives SIGKILL is reported in the result, never silently left. Elsewhere (macOS) the process group is
+what can be reached and a process that escaped it is reported when it keeps the output open; on Windows the
+tree is ended with `taskkill /T`.
 Children get a scrubbed environment (`childenv`): no bridge, Compass or other keys.
 """
 
@@ -22,6 +24,7 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -164,7 +167,8 @@ class _Tree:
     """This process's children before the command started: never the command's, never reported."""
     seen: set[int] = field(default_factory=set)
     exited: set[int] = field(default_factory=set)
-    """Orphans of ours caught mid-exit: reaped here once they are zombies (nobody else waits for them)."""
+    """Orphans of ours caught mid-exit: reaped here once they are zombies (nobody else waits for them: the only
+    children the server starts itself are the commands' shells, which _SHELLS keeps out)."""
 
     def members(self, table: dict[int, _Proc]) -> set[int]:
         me = os.getpid()
@@ -219,7 +223,7 @@ class _Tree:
                 continue
 
 
-def _send(pids: set[int] | dict[int, _Proc], sig: int) -> None:
+def _send(pids: Iterable[int], sig: int) -> None:
     for pid in pids:
         try:
             os.kill(pid, sig)
@@ -259,7 +263,9 @@ async def _stop_tree(tree: _Tree) -> list[str]:
         if live and rounds >= grace_rounds:
             _kill_tree_now(tree)
         elif new := set(live) - termed:
-            _send(new, signal.SIGTERM)
+            # The shell first: were its child to die first, the shell's `wait` could return and the shell exit 0
+            # before its own signal lands, and a command ended by force would look like one that succeeded.
+            _send(sorted(new, key=lambda pid: pid != tree.shell), signal.SIGTERM)
             termed |= new
         exiting = tree.exiting(table)
         picture = frozenset(live) | {p.pid for p in tree.unattributed(table)}

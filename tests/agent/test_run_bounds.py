@@ -145,11 +145,22 @@ async def test_a_tool_beyond_the_drivers_scopes_is_denied_without_review(tmp_pat
 @every_claude_code
 async def test_a_read_driver_cannot_get_bash_or_write_from_claude_code(tmp_path: Path, api: MessagesApi,
                                                                          claude: ClaudeCode) -> None:
-    harness = Harness(tmp_path / "h", api.url, 'default_scopes = "read"\n[agent]\nreview_timeout_s = 30\n',
-                      claude.binary)
+    """Two layers: built-ins beyond the driver's scopes are never offered to the model (`--disallowedTools`: the
+    CLI runs some commands without asking), and a call beyond the scopes of the driver of a later turn is denied
+    by policy, without review."""
+    harness = Harness(tmp_path / "h", api.url, '[agent]\nreview_timeout_s = 30\n', claude.binary)  # admin default
+    bash = 'go @@tool Bash {"command": "touch made", "description": "t"}@@'
     async with running(harness) as client:
-        run_id = await harness.start_run(
-            client, 'go @@tool Bash {"command": "touch made", "description": "t"}@@')
+        run_id = await harness.start_run(client, bash, scopes="read")
+        turn = await harness.turn(client, run_id)
+        assert turn.state == "done", turn.error
+        assert turn.text().startswith("NO-TOOL Bash in"), turn.text()
+        offered = json.loads(turn.text().split(" in ", 1)[1])
+        assert "Read" in offered and not {"Bash", "Write", "Edit", "NotebookEdit", "WebFetch"} & set(offered)
+
+        run_id = await harness.start_run(client, "hello")  # an admin turn: the CLI offers Bash
+        assert (await harness.turn(client, run_id)).state == "done"
+        await client.request("send", run_id=run_id, prompt=bash, can_review=True, scopes="write")
         turn = await harness.turn(client, run_id)
         assert turn.state == "done", turn.error
         assert "RESULT(is_error=True):denied: Bash needs the 'admin' scope" in turn.text()

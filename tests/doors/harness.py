@@ -58,9 +58,9 @@ class Doors:
         deadline = time.monotonic() + 20
         while self.output().count("compass-bridge doors: ") < self.expected_lines():
             assert self.agent.service is not None and self.agent.service.poll() is None, self.output()
-            assert "refusing to start" not in self.output(), f"the doors refused: {self.output()}"
             assert time.monotonic() < deadline, f"the doors did not listen: {self.output()}"
             time.sleep(0.05)
+        assert "refusing to start" not in self.output(), f"the doors refused: {self.output()}"
 
     def expected_lines(self) -> int:
         config = (self.agent.bridge_home / "config" / "config.toml").read_text()

@@ -12,6 +12,7 @@ import os
 import shutil
 import signal
 import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -148,22 +149,34 @@ async def test_escapes_race_the_clean_up_for_seconds_and_none_survives(root: Pat
 
 # The shell itself is the daemon's first parent and exits at once; its child sets up a session, forks the daemon and
 # exits too — so the clean-up starts while that intermediate parent is exiting (its environment already unreadable)
-# and its child is about to be re-parented to the server.
-PY_DAEMON = ("exec {py} -c 'import os, sys, time\nif os.fork(): os._exit(0)\nos.setsid()\npid = os.fork()\n"
-             "if pid:\n    open(\"pids\", \"a\").write(f\"{{pid}}\\n\"); os._exit(0)\n"
-             "for fd in (0, 1, 2): os.close(fd)\ntime.sleep(100)'")
+# and its child is about to be re-parented to the server. Found afterwards by the mark in their command lines.
+PY_DAEMON = ("exec {py} -c 'import os, time\nif os.fork(): os._exit(0)\nos.setsid()\nif os.fork(): os._exit(0)\n"
+             "for fd in (0, 1, 2): os.close(fd)\ntime.sleep(100)' {mark}")
 DAEMON_RUNS = 30
+
+
+def marked(mark: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        with contextlib.suppress(OSError):
+            if entry.name.isdigit() and mark.encode() in (entry / "cmdline").read_bytes() and alive(int(entry.name)):
+                found.append(int(entry.name))
+    return found
 
 
 async def test_a_daemon_whose_parent_is_exiting_is_ended_every_time(root: Path) -> None:
     # A count, not a duration: each of DAEMON_RUNS runs must end its daemon (this once escaped ~2 runs in 10).
-    record = root / "pids"
-    with killed_afterwards(record):
+    mark = f"escape-test-{uuid.uuid4().hex}"
+    try:
         for run_no in range(1, DAEMON_RUNS + 1):
-            result = await run(root, PY_DAEMON.format(py=sys.executable))
+            result = await run(root, PY_DAEMON.format(py=sys.executable, mark=mark))
             assert result["still_running"] == [], f"run {run_no}: {result['still_running']}"
-            await assert_all_gone(record)
-    assert len(pids(record)) == DAEMON_RUNS
+            survivors = [pid for pid in marked(mark) if not await wait_gone(pid)]
+            assert survivors == [], f"run {run_no}: {survivors} outlived run_command unreported"
+    finally:
+        for pid in marked(mark):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.Signals["SIGKILL"])
 
 
 @pytest.mark.usefixtures("setsid")

@@ -113,6 +113,14 @@ async def test_timeout_kills_the_whole_process_tree(run: Run, root: Path) -> Non
     assert await wait_gone(int((root / "child.pid").read_text()))
 
 
+async def test_a_timed_out_command_never_looks_like_a_success(run: Run) -> None:
+    # Were the child signalled before the shell, `wait` could return and the shell exit 0 before its own signal
+    # landed (it did, about 1 run in 8): 10 runs, each must be reported as killed.
+    for run_no in range(10):
+        result = structured(await run(command="sleep 100 & sleep 100 & wait", timeout_s=0.2))
+        assert result["timed_out"] is True and result["exit_code"] < 0, f"run {run_no}: {result}"
+
+
 async def test_processes_ignoring_sigterm_get_sigkill(run: Run, root: Path) -> None:
     # Ignored signals stay ignored across exec, so the grandchild shrugs off SIGTERM too.
     out = await run(command="trap '' TERM; sleep 100 & echo $! > child.pid; wait", timeout_s=0.3)

@@ -66,7 +66,7 @@ class ClaudeCodeEngine:
 
     def __init__(self, claude: Path, private_dir: Path, *, resume: str | None = None, fork: bool = False,
                  max_turns: int | None = None, model: str | None = None, system: str | None = None,
-                 history: Sequence[Mapping[str, str]] = ()) -> None:
+                 history: Sequence[Mapping[str, str]] = (), disallowed: Sequence[str] = ()) -> None:
         """`model`: the run's own choice (a validated name); None leaves it to the user's Claude Code. `system` is
         appended to Claude Code's system prompt (from a 0600 file, never argv); `history`, the conversation before
         the session began, is written into the first prompt of a new session."""
@@ -74,6 +74,8 @@ class ClaudeCodeEngine:
         self._model = model
         self._system = system
         self._history = list(history)
+        self._disallowed = list(disallowed)
+        """Built-in tools the model is never offered (beyond the driver's scopes)."""
         self._dir = private_dir
         self._resume = resume
         self._fork = fork
@@ -102,6 +104,8 @@ class ClaudeCodeEngine:
             args += ["--max-turns", str(self._max_turns)]
         if self._model:
             args += ["--model", self._model]
+        if self._disallowed:
+            args += ["--disallowedTools", ",".join(self._disallowed)]
         if self._system:
             system_file = self._dir / "system.txt"
             fd = os.open(system_file, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o600)
