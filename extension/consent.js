@@ -59,9 +59,10 @@ const Consent = {
     await chrome.storage.local.set({stopped});
   },
 
-  // Is `tab` shared? By its id (shared tab) or by the origin of its page (shared site).
+  // Is `tab` shared? By its id (shared tab) or by the origin of its page (shared site). A tab still loading its
+  // first page has no `url` yet, only the `pendingUrl` it is committing to: judge it by that.
   granted(state, tab) {
-    return state.tabs.includes(tab.id) || this.siteGranted(state, tab.url || '');
+    return state.tabs.includes(tab.id) || this.siteGranted(state, pageUrl(tab));
   },
 
   siteGranted(state, url) {
@@ -84,12 +85,12 @@ const Consent = {
     }
     const tab = await resolveTab(args.tabId);
     if (!this.granted(state, tab)) {
-      throw new ToolError(`tab ${tab.id} (${tab.url || 'no URL'}) is not shared with agents, so ${tool} may not ` +
+      throw new ToolError(`tab ${tab.id} (${pageUrl(tab) || 'no URL'}) is not shared with agents, so ${tool} may not ` +
         `act on it. ${GRANT_HOW}`);
     }
     // A tab shared by its site may only be sent to another shared site; a tab shared as a tab may go anywhere.
     if (tool === 'navigate' && !state.tabs.includes(tab.id) && !this.siteGranted(state, String(args.url || ''))) {
-      throw new ToolError(`tab ${tab.id} is shared for ${originOf(tab.url || '')} only, and ${JSON.stringify(args.url)}` +
+      throw new ToolError(`tab ${tab.id} is shared for ${originOf(pageUrl(tab))} only, and ${JSON.stringify(args.url)}` +
         ` is another site. ${GRANT_HOW}`);
     }
     return {...args, tabId: tab.id};
@@ -124,6 +125,11 @@ function requireOrigin(text) {
   const origin = originOf(text);
   if (origin === null) throw new ToolError(`${JSON.stringify(text)} is not a web origin like https://example.com`);
   return origin;
+}
+
+// The page a tab shows, or the one it is committing to while its first load is under way.
+function pageUrl(tab) {
+  return tab.url || tab.pendingUrl || '';
 }
 
 function originOf(url) {

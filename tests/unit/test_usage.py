@@ -1,5 +1,6 @@
-import multiprocessing
 import sqlite3
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -76,25 +77,30 @@ def test_last_used_is_stamped_on_the_key(bridge_home: Path) -> None:
     keys.close()
 
 
-def _hammer(database: str, worker: int, count: int) -> None:
-    log = UsageLog(Path(database))
-    for i in range(count):
-        log.record(_row(f"tool{worker}", ms=float(i)))
-        if i % 50 == 0:
-            time.sleep(0.001)  # interleave the processes' transactions
-    log.close()
+_HAMMER = """
+import sys, time
+from pathlib import Path
+from tests.unit.test_usage import _row
+from mcp_bridge.usage import UsageLog
+database, worker, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+log = UsageLog(Path(database))
+for i in range(count):
+    log.record(_row(f"tool{worker}", ms=float(i)))
+    if i % 50 == 0:
+        time.sleep(0.001)  # interleave the processes' transactions
+log.close()
+"""
 
 
 def test_several_processes_share_one_log_without_losing_rows(bridge_home: Path) -> None:
     paths = state_paths().ensure()
     store.connect(paths.database).close()  # created and migrated once, as the first server would
-    ctx = multiprocessing.get_context("spawn")
-    workers = [ctx.Process(target=_hammer, args=(str(paths.database), w, 400)) for w in range(4)]
+    # Plain child processes (not multiprocessing, whose resource tracker would outlive the test).
+    repo = Path(__file__).resolve().parents[2]
+    workers = [subprocess.Popen([sys.executable, "-c", _HAMMER, str(paths.database), str(w), "400"], cwd=repo)
+               for w in range(4)]
     for p in workers:
-        p.start()
-    for p in workers:
-        p.join(60)
-        assert p.exitcode == 0
+        assert p.wait(60) == 0
     conn = sqlite3.connect(paths.database)
     counts = dict(conn.execute("SELECT tool, count(*) FROM usage GROUP BY tool").fetchall())
     conn.close()

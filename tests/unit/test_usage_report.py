@@ -20,7 +20,6 @@ from mcp_bridge.usage import UsageLog, UsageRecord
 from mcp_bridge.usage_report import Window
 
 HOUR = 3600.0
-NOW = time.time()
 
 
 def _row(tool: str, ts: float, outcome: str = "ok", ms: float = 1.0, key: str = "laptop",
@@ -29,11 +28,15 @@ def _row(tool: str, ts: float, outcome: str = "ok", ms: float = 1.0, key: str = 
                        error=error if outcome != "ok" else None, duration_ms=ms, client="test", ts=ts)
 
 
-def write_sample_log(bridge_home: Path) -> None:
-    """Three days of calls: two tools, two keys, failures and refusals with messages (one hostile)."""
+def write_sample_log(bridge_home: Path) -> float:
+    """Three days of calls before now: two tools, two keys, failures and refusals with messages (one hostile).
+
+    Returns the "now" the rows are placed against: taken here, not at import, because a full run reaches
+    these tests many minutes after collecting them and a window such as `--since 48h` moves with the clock."""
+    now = time.time()
     log = UsageLog(state_paths().ensure().database)
     for hour in range(72):
-        ts = NOW - (72 - hour) * HOUR + 60
+        ts = now - (72 - hour) * HOUR + 60
         for i in range(1 + hour % 4):
             log.record(_row("read_file", ts + i, ms=float(10 + i * 5 + hour % 7)))
         log.record(_row("search_files", ts + 5, ms=float(100 + hour), key="ci"))
@@ -44,12 +47,12 @@ def write_sample_log(bridge_home: Path) -> None:
             log.record(_row("read_file", ts + 9, outcome="failed", ms=3.0,
                             error="<script>alert(1)</script> no such file: missing.txt"))
     log.close()
+    return now
 
 
 @pytest.fixture
-def sample(bridge_home: Path) -> Path:
-    write_sample_log(bridge_home)
-    return bridge_home
+def sample(bridge_home: Path) -> float:
+    return write_sample_log(bridge_home)
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -60,7 +63,7 @@ def _conn() -> sqlite3.Connection:
     return store.connect(state_paths().database)
 
 
-def test_groups_by_tool_key_and_day_add_up_to_the_totals(sample: Path) -> None:
+def test_groups_by_tool_key_and_day_add_up_to_the_totals(sample: float) -> None:
     conn = _conn()
     try:
         total = usage_report.totals(conn, Window())
@@ -79,12 +82,12 @@ def test_groups_by_tool_key_and_day_add_up_to_the_totals(sample: Path) -> None:
         conn.close()
 
 
-def test_the_window_bounds_the_calls_on_both_sides(sample: Path) -> None:
+def test_the_window_bounds_the_calls_on_both_sides(sample: float) -> None:
     conn = _conn()
     try:
-        day = usage_report.totals(conn, Window(since=NOW - 24 * HOUR))
-        older = usage_report.totals(conn, Window(until=NOW - 24 * HOUR))
-        both = usage_report.totals(conn, Window(since=NOW - 48 * HOUR, until=NOW - 24 * HOUR))
+        day = usage_report.totals(conn, Window(since=sample - 24 * HOUR))
+        older = usage_report.totals(conn, Window(until=sample - 24 * HOUR))
+        both = usage_report.totals(conn, Window(since=sample - 48 * HOUR, until=sample - 24 * HOUR))
         everything = usage_report.totals(conn, Window())
         assert day and older and both and everything
         assert day.calls + older.calls == everything.calls and 0 < both.calls < older.calls
@@ -102,7 +105,7 @@ def test_when_accepts_durations_and_iso_times() -> None:
         usage_report.parse_when("last tuesday", 0)
 
 
-def test_json_has_iso_times_a_breakdown_and_recent_failures(sample: Path) -> None:
+def test_json_has_iso_times_a_breakdown_and_recent_failures(sample: float) -> None:
     done = _cli("--json", "--by", "key", "--since", "48h", "--failures", "3")
     assert done.returncode == 0, done.stderr
     data = json.loads(done.stdout)
@@ -118,7 +121,7 @@ def test_json_has_iso_times_a_breakdown_and_recent_failures(sample: Path) -> Non
     assert {t["tool"] for t in data["tools"]} == {"read_file", "search_files", "write_file"}
 
 
-def test_text_says_the_window_totals_and_the_recent_failures(sample: Path) -> None:
+def test_text_says_the_window_totals_and_the_recent_failures(sample: float) -> None:
     done = _cli("--by", "day", "--key", "ci")
     assert done.returncode == 0, done.stderr
     out = done.stdout
@@ -151,7 +154,7 @@ class _Collect(HTMLParser):
         self.text.append(data)
 
 
-def test_the_html_report_is_one_self_contained_page_with_charts(sample: Path, tmp_path: Path) -> None:
+def test_the_html_report_is_one_self_contained_page_with_charts(sample: float, tmp_path: Path) -> None:
     out = tmp_path / "report.html"
     done = _cli("--html", str(out), "--since", "3d")
     assert done.returncode == 0, done.stderr
