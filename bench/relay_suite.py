@@ -35,6 +35,7 @@ from typing import Any
 from bench.cpu import CpuMeter
 from bench.plan import SIZES, Bench, progress
 from bench.prepare import CLAUDE_VERSION, claude_code_cache
+from bench.procs import pss
 from bench.runner import Timed, alternate
 from bench.stats import Row, Side, ratio_at_most, zero_misrouted
 
@@ -349,14 +350,6 @@ async def _peer_broadcast(path: Path, clients: int, per_client: int) -> tuple[in
     return clients * per_client - correct, clients * per_client
 
 
-def _pss(pid: int) -> int:
-    """Proportional set size of a process in bytes, from /proc/<pid>/smaps_rollup (Linux)."""
-    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-        if line.startswith("Pss:"):
-            return int(line.split()[1]) * 1024
-    raise RelayFailure(f"no Pss in /proc/{pid}/smaps_rollup")
-
-
 def _pss_with_clients(bench: Bench, side: str) -> float:
     """A fresh host's PSS with PSS_CLIENTS clients connected, after each has had one 100 B and one ~1 MB reply
     (the peer sends every reply to every client: all of them are drained each time, so nothing piles up)."""
@@ -374,7 +367,7 @@ def _pss_with_clients(bench: Bench, side: str) -> float:
                         if other is not socks[k]:
                             other.frame()
         time.sleep(0.5)  # let deferred work (a garbage collector, freed buffers) settle before reading
-        size = _pss(host.host.pid)
+        size = pss(host.host.pid)
         for sock in socks:
             sock.close()
         return size
