@@ -4,6 +4,7 @@ admin scope, and the HTTP endpoints refusing traversal and non-admin keys, each 
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -133,8 +134,17 @@ def test_http_config_endpoints(doors: Doors) -> None:
         assert refused.status_code == 403 and "'admin' scope" in refused.json()["error"]["message"]
     assert not (doors.agent.home / ".claude.json").exists()
     assert not (doors.agent.home / ".claude" / "agents" / "x.md").exists()
-    conn = sqlite3.connect(doors.agent.paths.database)
-    rows = conn.execute("SELECT key_name, tool, outcome FROM usage WHERE client = 'http-door' ORDER BY id").fetchall()
-    conn.close()
+    expected = {("admin", "claude_config_put", "ok"), ("admin", "claude_config_put", "refused"),
+                ("admin", "claude_config_delete", "ok")}
+    # The door's usage writer commits in batches off the request path: wait (bounded) for the last rows to land.
+    deadline = time.monotonic() + 30
+    while True:
+        conn = sqlite3.connect(doors.agent.paths.database)
+        rows = conn.execute(
+            "SELECT key_name, tool, outcome FROM usage WHERE client = 'http-door' ORDER BY id").fetchall()
+        conn.close()
+        if expected <= set(rows) or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
     assert ("admin", "claude_config_put", "ok") in rows and ("admin", "claude_config_put", "refused") in rows
     assert ("admin", "claude_config_delete", "ok") in rows
