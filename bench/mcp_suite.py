@@ -238,7 +238,9 @@ def run_search(bench: Bench) -> list[Row]:
 
     with _servers(bench, {OURS: {}, PEER: {}}) as rpcs:
         searches: dict[str, Callable[[int], str]] = {
-            OURS: lambda i: tool_text(rpcs[OURS].call_tool("search_files", args, timeout=600)),
+            # Ours answers with structured content (its paths once, not also as a text list).
+            OURS: lambda i: "\n".join(rpcs[OURS].call_tool("search_files", args, timeout=600)["structuredContent"]
+                                      ["matches"]),
             PEER: lambda i: tool_text(rpcs[PEER].call_tool("search_files", args, timeout=600)),
             FIND: lambda i: find(),
         }

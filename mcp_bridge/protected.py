@@ -17,9 +17,9 @@ import stat
 import sys
 import threading
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
+from typing import NamedTuple
 
 
 class Guard(Enum):
@@ -29,8 +29,7 @@ class Guard(Enum):
     WRITE = "writing"
 
 
-@dataclass(frozen=True)
-class Protected:
+class Protected(NamedTuple):
     path: Path
     why: str
     guard: Guard = Guard.ALL
@@ -93,7 +92,7 @@ ANYWHERE: tuple[tuple[tuple[str, ...], str], ...] = (
     ((".claude",), "it holds Claude Code's project settings (permission rules, hooks), agents and skills — use "
                    "the claude_config_* tools (admin)"),
     ((".mcp.json",), _MCP_PROJECT_CONFIG),
-    # The project-level MCP configs of the other clients the installer knows (mcp_bridge/install/clients.py).
+    # The project-level MCP configs of the other clients the installer knows (mcp_bridge/install/places.py).
     ((".cursor", "mcp.json"), _MCP_PROJECT_CONFIG),
     ((".vscode", "mcp.json"), _MCP_PROJECT_CONFIG),
     ((".gemini", "settings.json"), _MCP_PROJECT_CONFIG),
@@ -127,19 +126,18 @@ def builtin(home: Path, own: Sequence[tuple[Path, str]], env: Mapping[str, str] 
 
 def _installed(home: Path, env: Mapping[str, str] | None) -> list[Protected]:
     """What the installer writes or knows: browser profiles and host manifests, launchers, MCP client configs."""
-    # Imported here, not at module level: the installer's tables cost ~20 ms that serve's start-up need not pay.
-    from mcp_bridge.install.clients import known_config_paths
-    from mcp_bridge.install.layouts import Platform, browser_layouts
+    # The installer's facts alone (its tables, no installer): imported here, as the protected paths are built.
+    from mcp_bridge.install.places import BROWSERS, Platform, browser_dirs, known_config_paths
 
-    current = Platform.current()
-    platform = Platform(current.os, home, dict(os.environ if env is None else env), current.root)
+    platform = Platform.for_user(home, env)
     entries = [Protected(platform.system_own_dir(), "it holds compass-bridge's machine-wide native-host launcher")]
-    for layout in browser_layouts(platform):
-        if layout.data_dir is not None:
-            entries.append(Protected(layout.data_dir, f"it is {layout.name}'s profile (cookies, saved passwords, "
+    for spec in BROWSERS:
+        dirs = browser_dirs(spec, platform)
+        if dirs.data is not None:
+            entries.append(Protected(dirs.data, f"it is {spec.name}'s profile (cookies, saved passwords, "
                                      "and the native-host manifest that says which program the browser runs)"))
-        for manifest_dir in (*layout.user_manifest_dirs, *layout.system_manifest_dirs):
-            entries.append(Protected(manifest_dir, f"{layout.name} runs the programs its host manifests name"))
+        for manifest_dir in (*dirs.user_manifests, *dirs.system_manifests):
+            entries.append(Protected(manifest_dir, f"{spec.name} runs the programs its host manifests name"))
     entries += [Protected(p, "it is an MCP client's config, which holds bridge keys and says which servers the "
                           "client runs") for p in known_config_paths(home, env)]
     return entries
@@ -157,8 +155,7 @@ def _real(path: Path) -> str:
         return str(path.absolute())
 
 
-@dataclass(frozen=True)
-class _Entry:
+class _Entry(NamedTuple):
     key: str
     """The normcased real path."""
     shown: str
@@ -215,6 +212,13 @@ class Protection:
     def holds_any(self, real_dir: str) -> bool:
         """Whether an entry of the directory `real_dir` may be protected (most directories hold none)."""
         return _normcase(real_dir) in self._parents
+
+    def holds_any_below(self, real_dir: str) -> bool:
+        """Whether `real_dir` or any directory below it may hold a protected entry: a walk that follows no
+        symlink (so every directory it meets is `real_dir` + names) need not ask `holds_any` otherwise."""
+        key = _normcase(real_dir)
+        below = key if key.endswith(os.sep) else key + os.sep
+        return any(parent == key or parent.startswith(below) for parent in self._parents)
 
     def exact(self, real: str, *, writing: bool) -> _Entry | None:
         """The entry for exactly `real`: what a listing hides (everything inside it is hidden with it)."""

@@ -44,7 +44,9 @@ def expand(scopes: Iterable[Scope]) -> frozenset[Scope]:
 
 
 def allows(granted: frozenset[Scope], needed: Scope) -> bool:
-    return needed in expand(granted)
+    """Whether `granted` includes `needed`, directly or through a higher scope (checked on every call: no sets
+    built)."""
+    return any(s >= needed for s in granted)
 
 
 def format_scopes(scopes: Iterable[Scope]) -> str:

@@ -14,13 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from mcp_bridge import __version__, extension_id, logs
+from mcp_bridge.aio import AsyncRuntime, Cancelled
 from mcp_bridge.catalog import Catalog
 from mcp_bridge.gate import Gate
 from mcp_bridge.pathpolicy import PathPolicy
 from mcp_bridge.paths import StatePaths
 from mcp_bridge.pipeline import Answer, CallPipeline
 from mcp_bridge.protocol.frontend import Change, Client, Failure
-from mcp_bridge.protocol.wire import INVALID_PARAMS, INVALID_REQUEST
+from mcp_bridge.protocol.wire import INTERNAL_ERROR, INVALID_PARAMS, INVALID_REQUEST
 from mcp_bridge.scopes import Scope, format_scopes
 from mcp_bridge.tools.base import READ_ONLY, CallContext, TextContent, Tool, ToolOutput, ToolSource
 from mcp_bridge.usage import UsageLog
@@ -58,8 +59,10 @@ class BridgeServer:
     instructions = INSTRUCTIONS
 
     def __init__(self, gate: Gate, usage: UsageLog, policy: PathPolicy, sources: Sequence[ToolSource],
-                 paths: StatePaths) -> None:
+                 paths: StatePaths, runtime: AsyncRuntime) -> None:
+        """`runtime` runs coroutine tools and resources, and the sources' background work."""
         self._gate = gate
+        self.runtime = runtime
         self._usage = usage
         self._policy = policy
         self._paths = paths
@@ -74,27 +77,32 @@ class BridgeServer:
             input_schema={"type": "object", "properties": {}, "additionalProperties": False},
             run=self._run_status,
             output_schema=_STATUS_SCHEMA,
+            quick=True,
         )
         self._status_tool = status_tool
         self.catalog = Catalog([status_tool], sources)
-        self._pipeline = CallPipeline(gate, self.catalog, policy, usage)
+        self._pipeline = CallPipeline(gate, self.catalog, policy, usage, runtime)
 
     def on_change(self, listener: Callable[[Change], None]) -> None:
         self.catalog.on_change(listener)
 
     # -- tools ---------------------------------------------------------------------------------
 
-    async def list_tools(self, client: Client) -> list[dict[str, Any]]:
+    def list_tools(self, client: Client) -> list[dict[str, Any]]:
         verdict = self._gate.identify()
         if not verdict.allowed:
             # A key that does not work still sees the tool that says why.
             return [_wire_tool(self._status_tool)]
         return [_wire_tool(t) for t in self._gate.visible(self.catalog.tools().values(), verdict)]
 
-    async def call_tool(self, name: str, arguments: dict[str, Any], client: Client) -> dict[str, Any]:
-        return _wire_result(await self._pipeline.call(name, arguments, client))
+    def quick_tool(self, name: str) -> bool:
+        tool = self.catalog.tools().get(name)
+        return tool is None or tool.quick  # an unknown tool is an error answered at once
 
-    async def _run_status(self, args: Mapping[str, Any], call: CallContext) -> ToolOutput:
+    def call_tool(self, name: str, arguments: dict[str, Any], client: Client) -> dict[str, Any]:
+        return _wire_result(self._pipeline.call(name, arguments, client))
+
+    def _run_status(self, args: Mapping[str, Any], call: CallContext) -> ToolOutput:
         status = self.status()
         return ToolOutput.text(json.dumps(status, indent=2, default=str), status)
 
@@ -129,19 +137,22 @@ class BridgeServer:
 
     # -- resources -----------------------------------------------------------------------------
 
-    async def list_resources(self, client: Client) -> list[dict[str, Any]]:
+    def list_resources(self, client: Client) -> list[dict[str, Any]]:
         if not self._gate.may_read_resources(self._gate.identify()).allowed:
             return []
         return [{"uri": r.uri, "name": r.name, "description": r.description, "mimeType": r.mime_type}
                 for r in self.catalog.resources()]
 
-    async def read_resource(self, uri: str, client: Client) -> dict[str, Any] | Failure:
+    def read_resource(self, uri: str, client: Client) -> dict[str, Any] | Failure:
         verdict = self._gate.may_read_resources(self._gate.identify())
         if verdict.refusal is not None:
             return Failure(INVALID_REQUEST, verdict.refusal)
         for resource in self.catalog.resources():
             if resource.uri == uri:
-                text = await resource.read()
+                try:
+                    text = self.runtime.run(resource.read(), client.cancelled)
+                except Cancelled:
+                    return Failure(INTERNAL_ERROR, f"reading {uri} was cancelled before it finished")
                 return {"contents": [{"uri": uri, "mimeType": resource.mime_type, "text": text}]}
         return Failure(INVALID_PARAMS, f"no resource '{uri}'; list the resources again to see what exists")
 
@@ -179,22 +190,10 @@ def _wire_result(answer: Answer) -> dict[str, Any]:
     output = answer.output
     if output is None:
         return {"content": [TextContent(answer.error or "failed").wire()], "isError": True}
-    content = [c.wire() for c in output.content]
     tool = answer.tool
-    if tool is None or tool.output_schema is None or output.structured is None:
+    # Structured content only with a declared schema (the MCP spec requires one for it).
+    structured = tool is not None and tool.output_schema is not None and output.structured is not None
+    content = [c.wire() for c in output.readable(structured)]
+    if not structured:
         return {"content": content, "isError": False}
-    # Structured content only with a declared schema, and then the first text block carries the same JSON
-    # (the spec's advice, for clients that do not read structured content). The tool's own text follows
-    # when it says more than the JSON (a time-out's advice, a truncation note).
-    text = json.dumps(output.structured, ensure_ascii=False, default=str)
-    return {"content": [TextContent(text).wire(), *(c for c in content if not _same_json(c, output.structured))],
-            "structuredContent": output.structured, "isError": False}
-
-
-def _same_json(block: dict[str, Any], structured: dict[str, Any]) -> bool:
-    if block["type"] != "text" or not block["text"].startswith("{"):
-        return False
-    try:
-        return bool(json.loads(block["text"]) == structured)
-    except ValueError:
-        return False
+    return {"content": content, "structuredContent": output.structured, "isError": False}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 
 from mcp_bridge.compass.source import CompassSource
@@ -24,13 +23,10 @@ class LocalSource(StaticSource):
         super().__init__("local", tools)
         self.journal = journal
 
-    async def run(self) -> None:
-        try:
-            await asyncio.Future()  # until the server stops and cancels it
-        finally:
-            # A clean stop: every temp file was renamed or removed, so the journal goes (a crash leaves it
-            # for the next server to clean up after).
-            self.journal.close()
+    def close(self) -> None:
+        # A clean stop: every temp file was renamed or removed, so the journal goes (a crash leaves it for the
+        # next server to clean up after).
+        self.journal.close()
 
 
 def build_sources(paths: StatePaths, config: Config, policy: PathPolicy) -> list[ToolSource]:

@@ -1,9 +1,13 @@
-"""The SQLite database behind the key store and the usage log.
+"""The SQLite databases behind the key store and the usage log.
 
-Several server processes share one file, so it runs in WAL mode with a busy timeout; the schema is
-versioned with `PRAGMA user_version` and migrated forward on open. A file that cannot be opened as this
-database — garbage, unreadable, a directory — is a `StoreError` whose message names the file and the fix,
-so no command ever shows a traceback for it.
+Two files: `keys.sqlite3` (the bridge keys alone, `KEYS_SCHEMA`) and `bridge.sqlite3` (the usage log and agent runs,
+`SHARED_SCHEMA`). They are apart because a key check runs on every call and skips its query while the keys' file is
+unchanged (`PRAGMA data_version`, mcp_bridge/keys.py), which holds only if nothing else commits to that file: the
+usage writers of every server commit every 50 ms.
+Several server processes share each file, so both run in WAL mode with a busy timeout; each schema is versioned
+with `PRAGMA user_version` and migrated forward on open. A file that cannot be opened as its database — garbage,
+unreadable, a directory — is a `StoreError` whose message names the file and the fix, so no command ever shows a
+traceback for it.
 """
 
 from __future__ import annotations
@@ -14,10 +18,12 @@ import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
+from mcp_bridge.paths import KEYS_DATABASE_NAME
+
 BUSY_TIMEOUT_MS = 10_000
 
-_MIGRATIONS = (
-    # 1: keys and usage
+SHARED_SCHEMA = (
+    # 1: keys and usage (the keys moved to keys.sqlite3 in 4; the table stays, see there)
     """
     CREATE TABLE api_keys (
         id           TEXT PRIMARY KEY,
@@ -105,6 +111,37 @@ _MIGRATIONS = (
         PRIMARY KEY (run_id, n)
     );
     """,
+    # 4: the keys moved to their own file (KEYS_SCHEMA; mcp_bridge/keys.py moves them and empties api_keys, which
+    # stays so that a server of an earlier version still running finds the table its usage writer updates). When
+    # a key was last used stays here, written with the usage rows, so a usage commit never touches the keys' file.
+    """
+    CREATE TABLE key_last_used (
+        key_id       TEXT PRIMARY KEY,
+        last_used_at REAL NOT NULL
+    );
+    """,
+)
+
+KEYS_SCHEMA = (
+    # 1: the keys, stored as HMACs (mcp_bridge/keys.py), and the ids of keys moved here from bridge.sqlite3: a move
+    # repeated after a crash between its two commits skips them, so it never brings back a key deleted since.
+    """
+    CREATE TABLE api_keys (
+        id         TEXT PRIMARY KEY,
+        name       TEXT NOT NULL UNIQUE,
+        prefix     TEXT NOT NULL,
+        digest     TEXT NOT NULL UNIQUE,
+        scopes     TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        expires_at REAL,
+        revoked_at REAL
+    );
+    CREATE INDEX api_keys_prefix ON api_keys(prefix);
+    CREATE TABLE moved_keys (
+        id       TEXT PRIMARY KEY,
+        moved_at REAL NOT NULL
+    );
+    """,
 )
 
 
@@ -124,9 +161,14 @@ def explain(path: Path, exc: BaseException) -> str:
         return (f"the bridge database {path} is locked by another process ({exc}); the bridge retries by itself. "
                 "If this lasts, find the process that holds it open and end it")
     why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-    return (f"the bridge database {path} cannot be used ({why}). It holds the bridge keys and the usage log. "
+    if path.name == KEYS_DATABASE_NAME:
+        holds, lost = "the bridge keys", "The keys stored in it are lost"
+    else:
+        holds = "the usage log and agent runs (and, until they are moved out, the keys of an earlier version)"
+        lost = "Its history is no longer shown, and keys not yet moved out of it are lost"
+    return (f"the bridge database {path} cannot be used ({why}). It holds {holds}. "
             f"Fix: move it aside (`mv '{path}' '{path}.broken'`); the bridge makes a new, empty one on its next "
-            "start. The keys stored in it are lost: create new ones (`compass-bridge keys create --name NAME "
+            f"start. {lost}: create new keys if needed (`compass-bridge keys create --name NAME "
             "--scopes read,write`, or run `compass-bridge install` again)")
 
 
@@ -142,10 +184,13 @@ def guarded(path: Path) -> Iterator[None]:
         raise StoreError(explain(path, exc)) from None
 
 
-def connect(path: Path, *, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> sqlite3.Connection:
-    """Open (creating and migrating if needed) the database at `path`, private to the user.
+def connect(path: Path, *, busy_timeout_ms: int = BUSY_TIMEOUT_MS,
+            schema: tuple[str, ...] = SHARED_SCHEMA) -> sqlite3.Connection:
+    """Open (creating and migrating to `schema` if needed) the database at `path`, private to the user.
 
-    Raises `StoreError` for a file that cannot be used (its message says how to fix it)."""
+    The keys' file commits with `synchronous = FULL`: its writes are rare (create, revoke, delete, the move), and a
+    revocation or a moved key must survive a power cut. Raises `StoreError` for a file that cannot be used (its
+    message says how to fix it)."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         if not path.exists():
@@ -158,23 +203,23 @@ def connect(path: Path, *, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> sqlite3.Co
     try:
         conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
         conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA synchronous = NORMAL")
-        _migrate(conn)
+        conn.execute(f"PRAGMA synchronous = {'FULL' if schema is KEYS_SCHEMA else 'NORMAL'}")
+        _migrate(conn, schema)
     except sqlite3.Error as exc:
         conn.close()
         raise StoreError(explain(path, exc)) from None
     return conn
 
 
-def _migrate(conn: sqlite3.Connection) -> None:
+def _migrate(conn: sqlite3.Connection, schema: tuple[str, ...]) -> None:
     (version,) = conn.execute("PRAGMA user_version").fetchone()
-    if version >= len(_MIGRATIONS):
+    if version >= len(schema):
         return
     # IMMEDIATE takes the write lock first, so two processes starting together cannot both migrate.
     conn.execute("BEGIN IMMEDIATE")
     try:
         (version,) = conn.execute("PRAGMA user_version").fetchone()
-        for number, script in enumerate(_MIGRATIONS[version:], start=version + 1):
+        for number, script in enumerate(schema[version:], start=version + 1):
             for statement in filter(str.strip, script.split(";")):
                 conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {number}")

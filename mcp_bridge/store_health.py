@@ -1,5 +1,6 @@
-"""What `doctor` says about the bridge's own store: the key secret and the database can be used, and no
-usage rows were lost recently (a writer that had to drop rows records how many once it can write again)."""
+"""What `doctor` says about the bridge's own store: the key secret, the keys' file and the usage database can be
+used, and no usage rows were lost recently (a writer that had to drop rows records how many once it can write
+again)."""
 
 from __future__ import annotations
 
@@ -37,8 +38,18 @@ def check(paths: StatePaths) -> list[Finding]:
             load_secret(paths.secret_file)
         except store.StoreError as exc:
             findings.append(Finding("key secret", "fail", str(exc)))
+    if paths.keys_database.exists():
+        try:
+            keys = store.connect(paths.keys_database, schema=store.KEYS_SCHEMA)
+            try:
+                with store.guarded(paths.keys_database):
+                    keys.execute("SELECT count(*) FROM api_keys").fetchone()  # reads every page: damage shows
+            finally:
+                keys.close()
+        except store.StoreError as exc:
+            findings.append(Finding("key store", "fail", str(exc)))
     if not paths.database.exists():
-        return findings  # nothing recorded yet: the first server or `keys create` makes it
+        return findings  # nothing recorded yet: the first server makes it
     try:
         conn = store.connect(paths.database)
     except store.StoreError as exc:

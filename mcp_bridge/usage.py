@@ -23,10 +23,9 @@ import sys
 import threading
 import time
 from collections import defaultdict, deque
-from dataclasses import dataclass, replace
 from itertools import islice
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from mcp_bridge import store
 
@@ -49,12 +48,17 @@ _BACKOFF_MIN_S = 0.05
 _BACKOFF_MAX_S = 2.0
 # The writer's own busy timeout: short, so it comes back to check for close() between attempts.
 _WRITER_BUSY_MS = 500
+_INSERT = ("INSERT INTO usage (key_id, key_name, tool, outcome, error, duration_ms, client, ts)"
+           " VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
+"""The columns in `UsageRecord`'s field order."""
 _NAME_MAX = 200
 _ERROR_MAX = 2_000
 
 
-@dataclass(frozen=True)
-class UsageRecord:
+class UsageRecord(NamedTuple):
+    """One call. A tuple in the `usage` table's column order (`_INSERT`), so the writer hands rows to SQLite as
+    they are, and building one costs the call less than a frozen dataclass would."""
+
     key_id: str | None
     key_name: str
     tool: str
@@ -74,30 +78,42 @@ def _clamped(row: UsageRecord) -> UsageRecord:
     if (len(row.key_name) <= _NAME_MAX and len(row.tool) <= _NAME_MAX and len(row.client or "") <= _NAME_MAX
             and len(row.error or "") <= _ERROR_MAX):
         return row
-    return replace(row, key_name=_cap(row.key_name, _NAME_MAX), tool=_cap(row.tool, _NAME_MAX),
-                   client=None if row.client is None else _cap(row.client, _NAME_MAX),
-                   error=None if row.error is None else _cap(row.error, _ERROR_MAX))
+    return row._replace(key_name=_cap(row.key_name, _NAME_MAX), tool=_cap(row.tool, _NAME_MAX),
+                        client=None if row.client is None else _cap(row.client, _NAME_MAX),
+                        error=None if row.error is None else _cap(row.error, _ERROR_MAX))
 
 
-@dataclass
+# The pending tallies are plain classes with __slots__, not dataclasses: `serve` imports this module, and dataclasses
+# would bring in inspect (~1.1 MiB private per server: issue 10).
 class _Aggregate:
     """Rejected-key calls of one (window, reason) not yet written."""
 
-    calls: int
-    first_ts: float
-    last_ts: float
-    last_tool: str
-    client: str | None
+    __slots__ = ("calls", "client", "first_ts", "last_tool", "last_ts")
+
+    def __init__(self, calls: int, first_ts: float, last_ts: float, last_tool: str, client: str | None) -> None:
+        self.calls = calls
+        self.first_ts = first_ts
+        self.last_ts = last_ts
+        self.last_tool = last_tool
+        self.client = client
+
+    def copy(self) -> _Aggregate:
+        return _Aggregate(self.calls, self.first_ts, self.last_ts, self.last_tool, self.client)
 
 
-@dataclass
 class _Loss:
     """Rows dropped since the last loss was written to the store."""
 
-    rows: int
-    first_ts: float
-    last_ts: float
-    reason: str
+    __slots__ = ("first_ts", "last_ts", "reason", "rows")
+
+    def __init__(self, rows: int, first_ts: float, last_ts: float, reason: str) -> None:
+        self.rows = rows
+        self.first_ts = first_ts
+        self.last_ts = last_ts
+        self.reason = reason
+
+    def copy(self) -> _Loss:
+        return _Loss(self.rows, self.first_ts, self.last_ts, self.reason)
 
 
 class UsageLog:
@@ -116,6 +132,7 @@ class UsageLog:
         self._last_error_at: float | None = None
         self._failing_since: float | None = None
         self._closing = False
+        self._idle = False  # the writer waits for a row: only then does record() wake it
         self._close_by = math.inf
         self._stopped = False
         self._conn: sqlite3.Connection | None = None  # the writer thread's alone
@@ -137,7 +154,11 @@ class UsageLog:
                 self._drop(row.ts, self._last_error or "the usage writer fell behind")
             else:
                 self._rows.append(row)
-            self._cond.notify_all()  # the writer, and any flush() waiting
+            # Wake the writer only when it waits for work: while it gathers a batch or writes one it comes back by
+            # itself, so a call pays for one wake-up per batch, not per row. (A flush() waiting is woken by the
+            # writer's commit, not by new rows.)
+            if self._idle:
+                self._cond.notify_all()
 
     def _aggregate(self, row: UsageRecord) -> None:
         reason = row.error or "refused: the key could not be used"
@@ -231,7 +252,9 @@ class UsageLog:
         try:
             while True:
                 with self._cond:
+                    self._idle = True
                     self._cond.wait_for(lambda: self._has_work() or self._closing)
+                    self._idle = False
                     if not self._has_work() or (self._closing and time.monotonic() >= self._close_by):
                         return
                     closing = self._closing
@@ -241,8 +264,8 @@ class UsageLog:
                     time.sleep(_BATCH_WINDOW_S)
                 with self._cond:
                     rows = list(islice(self._rows, _BATCH_MAX))
-                    rejected = {slot: replace(a) for slot, a in self._rejected.items()}
-                    loss = replace(self._loss) if self._loss else None
+                    rejected = {slot: a.copy() for slot, a in self._rejected.items()}
+                    loss = self._loss.copy() if self._loss else None
                 try:
                     self._write(rows, rejected, loss)
                 except (sqlite3.Error, store.StoreError) as exc:
@@ -309,17 +332,14 @@ class UsageLog:
         conn = self._conn
         conn.execute("BEGIN IMMEDIATE")
         try:
-            conn.executemany(
-                "INSERT INTO usage (ts, key_id, key_name, tool, outcome, error, duration_ms, client)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [(r.ts, r.key_id, r.key_name, r.tool, r.outcome, r.error, r.duration_ms, r.client) for r in rows],
-            )
+            conn.executemany(_INSERT, rows)
             last_used: dict[str, float] = {}
             for r in rows:
                 if r.key_id is not None:
                     last_used[r.key_id] = max(r.ts, last_used.get(r.key_id, 0.0))
-            conn.executemany("UPDATE api_keys SET last_used_at = ? WHERE id = ?",
-                             [(ts, key_id) for key_id, ts in last_used.items()])
+            conn.executemany("INSERT INTO key_last_used (key_id, last_used_at) VALUES (?, ?) ON CONFLICT (key_id)"
+                             " DO UPDATE SET last_used_at = max(last_used_at, excluded.last_used_at)",
+                             list(last_used.items()))
             conn.executemany(
                 "INSERT INTO rejected_calls (window_start, reason, calls, first_ts, last_ts, last_tool, client)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (window_start, reason) DO UPDATE SET"
@@ -341,8 +361,7 @@ class UsageLog:
             raise
 
 
-@dataclass(frozen=True)
-class ToolSummary:
+class ToolSummary(NamedTuple):
     tool: str
     calls: int
     failures: int
@@ -419,6 +438,17 @@ def rejected_calls(conn: sqlite3.Connection, since: float | None = None) -> list
         " WHERE last_ts >= ? ORDER BY window_start DESC, reason", (since or 0.0,))
     names = ("window_start", "reason", "calls", "first_ts", "last_ts", "last_tool", "client")
     return [dict(zip(names, row, strict=True)) for row in rows]
+
+
+def last_used(database: Path) -> dict[str, float]:
+    """When each key was last used, by key id (the keys live in their own file; this is written with the rows)."""
+    conn = store.connect(database)
+    try:
+        with store.guarded(database):
+            return {str(key_id): float(ts) for key_id, ts in conn.execute("SELECT key_id, last_used_at"
+                                                                          " FROM key_last_used")}
+    finally:
+        conn.close()
 
 
 def losses(conn: sqlite3.Connection, since: float | None = None) -> list[dict[str, Any]]:

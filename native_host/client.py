@@ -1,7 +1,9 @@
 """The asyncio client of a native host: what the MCP server, the tests and the benchmark use to reach a browser.
 
 Standard library only (websockets is imported for WebSocket hosts alone). Many requests may be in flight on one
-connection at once; each waits for the response carrying its own id.
+connection at once; each waits for the response carrying its own id. asyncio is imported where a connection is
+made, not with this module: the MCP server imports it as it starts, to look for hosts (`discover_hosts`), and a
+server that never connects to one never loads asyncio.
 
     hosts = discover_hosts()
     client = await HostClient.connect(hosts[0], name="my-agent", version="1.0")
@@ -10,32 +12,33 @@ connection at once; each waits for the response carrying its own id.
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import json
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from native_host import PROTOCOL_VERSION
-from native_host.framing import FROM_CLIENT_MAX, TO_CLIENT_MAX, FrameDecoder, FrameTooLarge
+from native_host.framing import FROM_CLIENT_MAX, TO_CLIENT_MAX
 from native_host.protocol import CANCELLED, HOST_UNAVAILABLE, TIMEOUT, TOO_LARGE, TOOL_ERROR, encode
 from native_host.runtime_dir import check_private_dir, host_files, owned_by_me, pid_alive, runtime_dir
 
 if TYPE_CHECKING:
+    import asyncio
+
     from websockets.asyncio.client import ClientConnection
 
+    from native_host.unix_channel import UnixChannel
     from native_host.ws import QueuedSender
 
 __all__ = ["HostAddress", "HostClient", "RelayError", "discover_hosts"]
 
 
-@dataclass(frozen=True)
-class HostAddress:
-    """One live host found in the runtime dir."""
+class HostAddress(NamedTuple):
+    """One live host found in the runtime dir. A NamedTuple, not a frozen dataclass: `serve` imports this module, and
+    dataclasses would bring in inspect (~1.1 MiB private per server: issue 10)."""
 
     pid: int
     kind: Literal["unix", "ws"]
@@ -86,8 +89,10 @@ class HostClient:
         self.host = {}
         self.extension = None
         self.tools = []
+        import asyncio
+
         self._loop = asyncio.get_running_loop()
-        self._channel: _UnixChannel | _WsChannel | None = None
+        self._channel: UnixChannel | _WsChannel | None = None
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[Any]] = {}
         self._pings: dict[int, asyncio.Future[None]] = {}
@@ -108,6 +113,10 @@ class HostClient:
         timeout: float = 5.0,  # noqa: ASYNC109 - callers pass one number; the handshake is several steps
     ) -> HostClient:
         """Connect and say hello. Raises RelayError (host_unavailable, unauthorized) if the host cannot be used."""
+        import asyncio
+
+        from native_host.unix_channel import UnixChannel
+
         client = cls(address)
         me = {"name": name, "version": version, "pid": os.getpid() if pid is None else pid}
         hello: dict[str, Any] = {"type": "hello", "protocol": PROTOCOL_VERSION, "client": me}
@@ -116,7 +125,7 @@ class HostClient:
                 if address.kind == "ws":
                     client._channel, hello["auth"] = await _WsChannel.open(address, client)
                 else:
-                    client._channel = await _UnixChannel.open(address, client)
+                    client._channel = await UnixChannel.open(address, client)
                 client._channel.send(encode(hello))
                 await client._welcome
         except TimeoutError:
@@ -168,6 +177,8 @@ class HostClient:
     async def request(self, tool: str, args: dict[str, Any], *, timeout: float = 30.0) -> Any:  # noqa: ASYNC109
         """The tool's `result`. Raises RelayError; on timeout the request is cancelled in the extension. If the
         awaiting task is cancelled, the request is cancelled in the extension too."""
+        import asyncio
+
         if self._closed or self._channel is None:
             raise RelayError(HOST_UNAVAILABLE, f"the connection to the native host at {self.address.path} is closed")
         request_id = next(self._ids)
@@ -196,6 +207,8 @@ class HostClient:
 
     async def ping(self, timeout: float = 5.0) -> float:  # noqa: ASYNC109
         """Seconds for a ping to reach the host and its pong to come back."""
+        import asyncio
+
         if self._closed or self._channel is None:
             raise RelayError(HOST_UNAVAILABLE, f"the connection to the native host at {self.address.path} is closed")
         ping_id = next(self._ids)
@@ -282,59 +295,8 @@ def _relay_error(error: Any) -> RelayError:
                       message if isinstance(message, str) else json.dumps(error))
 
 
-_HOST_LEFT = ("the native host closed the connection: the browser closed it, or it was stopped; "
+HOST_LEFT = ("the native host closed the connection: the browser closed it, or it was stopped; "
               "look for hosts again (the extension starts a new one when it reconnects)")
-
-
-class _UnixChannel(asyncio.BufferedProtocol):
-    """A BufferedProtocol, so each read lands in the decoder's reused buffer instead of a fresh 256 KiB `bytes`."""
-
-    def __init__(self, client: HostClient) -> None:
-        self._client = client
-        self._decoder = FrameDecoder(TO_CLIENT_MAX)
-        self._transport: asyncio.Transport | None = None
-        self._lost = client._loop.create_future()
-
-    @classmethod
-    async def open(cls, address: HostAddress, client: HostClient) -> _UnixChannel:
-        _, channel = await client._loop.create_unix_connection(lambda: cls(client), str(address.path))
-        return channel
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
-
-    def get_buffer(self, sizehint: int) -> memoryview:
-        return self._decoder.get_buffer()
-
-    def buffer_updated(self, nbytes: int) -> None:
-        try:
-            frames = self._decoder.buffer_updated(nbytes)
-        except FrameTooLarge as exc:
-            self._client._lost(HOST_UNAVAILABLE, f"the native host sent a frame of {exc.size} bytes, over the "
-                               f"{exc.limit}-byte limit")
-            self.abort()
-            return
-        for payload in frames:
-            self._client._frame(payload)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._client._lost(HOST_UNAVAILABLE, _HOST_LEFT)
-        if not self._lost.done():
-            self._lost.set_result(None)
-
-    def send(self, data: bytes) -> None:
-        if self._transport is not None and not self._transport.is_closing():
-            self._transport.write(data)
-
-    def abort(self) -> None:
-        if self._transport is not None:
-            self._transport.abort()
-
-    async def aclose(self) -> None:
-        if self._transport is not None:
-            self._transport.close()
-            await asyncio.shield(self._lost)
 
 
 class _WsChannel:
@@ -342,6 +304,8 @@ class _WsChannel:
         self._ws = ws
         self._sender = sender
         self._client = client
+        import asyncio
+
         self._reader = asyncio.create_task(self._read())
 
     @classmethod
@@ -379,7 +343,7 @@ class _WsChannel:
             while True:
                 self._client._frame(await self._ws.recv(decode=False))
         except ConnectionClosed:
-            self._client._lost(HOST_UNAVAILABLE, _HOST_LEFT)
+            self._client._lost(HOST_UNAVAILABLE, HOST_LEFT)
         finally:
             self._sender.stop()
 
@@ -390,6 +354,8 @@ class _WsChannel:
         self._sender.abort()
 
     async def aclose(self) -> None:
+        import asyncio
+
         self._sender.close()
         await self._sender.wait_closed()
         await asyncio.wait([self._reader])

@@ -9,6 +9,8 @@ from __future__ import annotations
 import struct
 
 HEADER = struct.Struct("<I")
+_HEADER_SIZE = HEADER.size
+_unpack_header = HEADER.unpack_from
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -99,6 +101,10 @@ class FrameDecoder:
         """Free space for the next read: at least `read_size` bytes, or the rest of the frame under way (up to
         KEEP) so that it arrives in place. `sizehint` (asyncio's) is ignored. The view must be released before the
         next call."""
+        if not self._end and self._buf:
+            # Nothing held (the usual case between messages): the whole buffer, which is then at least read_size
+            # and at most KEEP (views_updated lets a longer one go as it empties). Empty only once released.
+            return memoryview(self._buf)
         held = self._end - self._start
         missing = self._missing()
         want = max(self.read_size, min(missing, KEEP))
@@ -129,21 +135,29 @@ class FrameDecoder:
     def views_updated(self, nbytes: int) -> list[memoryview]:
         """Like `buffer_updated`, but the payloads are views of the buffer, without a copy: they are valid only
         until the next `get_buffer()`, whose read may overwrite them. Whoever keeps a payload longer copies it."""
-        self._end += nbytes
         buf = self._buf
+        if not self._end and nbytes >= _HEADER_SIZE:
+            # The usual read on the relay: exactly one whole frame, at the front of an empty buffer. Taken without
+            # the general loop below (same checks, same result): this runs twice per relayed round trip. The buffer
+            # stays as it is: an empty one is never over KEEP (the loop below lets a longer one go as it empties).
+            (size,) = _unpack_header(buf, 0)
+            if size + _HEADER_SIZE == nbytes and size <= self.max_size:
+                return [memoryview(buf)[_HEADER_SIZE:nbytes]]
+        self._end += nbytes
         frames: list[memoryview] = []
         start = self._start
         end_of_data = self._end
         view = memoryview(buf)
-        while end_of_data - start >= HEADER.size:
-            (size,) = HEADER.unpack_from(buf, start)
-            if size > self.max_size:
+        max_size = self.max_size
+        while end_of_data - start >= _HEADER_SIZE:
+            (size,) = _unpack_header(buf, start)
+            if size > max_size:
                 self._start = start
-                raise FrameTooLarge(size, self.max_size)
-            end = start + HEADER.size + size
+                raise FrameTooLarge(size, max_size)
+            end = start + _HEADER_SIZE + size
             if end > end_of_data:
                 break
-            frames.append(view[start + HEADER.size : end])
+            frames.append(view[start + _HEADER_SIZE : end])
             start = end
         if start == end_of_data:
             start = self._end = 0  # all consumed: the next read lands at the front again, no move needed

@@ -11,6 +11,7 @@ import os
 import re
 import sys
 import time
+from json.encoder import encode_basestring_ascii as _json_string  # dumps_scalar's C function, without its wrapper
 
 from native_host import PROTOCOL_VERSION, __version__
 from native_host.framing import MIB, TO_BROWSER_MAX, Bytes
@@ -76,6 +77,8 @@ CLIENT_CLOSE_GRACE = 0.5
 # compact. Such a frame is forwarded without parsing its (possibly megabytes of) result.
 _PLAIN_RESULT = re.compile(rb'\{"type":"tool_response","id":([1-9][0-9]{0,15}),"result":')
 _CLOSE_BRACE = ord("}")
+_NO_ARGS: dict[str, Any] = {}
+"""A request's `args` when it has none: one shared empty object, never changed (it is only serialized)."""
 
 
 class ClientConn:
@@ -100,8 +103,9 @@ class ClientConn:
         return f"client {self.id} ({self.name}{pid})"
 
     # What each transport provides.
-    def send_frame(self, *parts: Bytes) -> None:
-        """Queue one frame whose payload is `parts` joined (valid only during the call: copy what is kept)."""
+    def send_frame(self, *parts: Bytes) -> int:
+        """Queue one frame whose payload is `parts` joined (valid only during the call: copy what is kept); the
+        backlog afterwards, as `backlog()` would tell."""
         raise NotImplementedError
 
     def backlog(self) -> int:
@@ -132,12 +136,10 @@ class ClientConn:
         self.close()
 
 
-class _Pending:
-    __slots__ = ("client_id", "conn")
-
-    def __init__(self, conn: ClientConn, client_id: ClientId) -> None:
-        self.conn = conn
-        self.client_id = client_id
+# A request in flight, by its host-wide id: (the client that asked, its own id for the request, how the spliced
+# result's response ends: `,"type":"response","id":<its id>}`, made when the id is serialized anyway). A tuple, not
+# an object: no Python call to make one, for every request relayed.
+_Pending = tuple[ClientConn, ClientId, bytes]
 
 
 class Host:
@@ -187,8 +189,8 @@ class Host:
         pending, self._pending = self._pending, {}
         for conn in self.clients.values():
             conn.inflight.clear()
-        for request in pending.values():
-            self.send(request.conn, dumps({"type": "response", "id": request.client_id,
+        for conn, client_id, _tail in pending.values():
+            self.send(conn, dumps({"type": "response", "id": client_id,
                                            "error": error_body(code, message)}))
         done = False
         timer: Cancellable | None = None
@@ -257,12 +259,11 @@ class Host:
             return
         backlog = conn.backlog()
         if backlog:
-            size = sum(len(p) for p in parts)
+            size = sum(map(len, parts))
             if backlog + size > MAX_CLIENT_BACKLOG:
                 self._drop(conn, f"stopped reading ({backlog} bytes unsent, limit {MAX_CLIENT_BACKLOG})")
                 return
-        conn.send_frame(*parts)
-        if conn.backlog():
+        if conn.send_frame(*parts):
             self._check_total_backlog()
 
     def _check_total_backlog(self) -> None:
@@ -294,33 +295,32 @@ class Host:
     def client_frame(self, conn: ClientConn, payload: Bytes) -> None:
         """One frame from a client. Anything that goes wrong handling it is answered and logged; the connection
         stays open."""
+        # One function, not a wrapper around another: a try costs nothing until it catches, a call does.
         try:
-            self._client_frame(conn, payload)
+            try:
+                message = parse(payload)
+            except MalformedMessage as exc:
+                self._client_error(conn, BAD_REQUEST, str(exc))
+                return
+            kind = message["type"]
+            if kind == "request" and conn.welcomed:
+                self._request(conn, message, payload)
+            elif kind == "cancel":
+                self._cancel(conn, message.get("id"))
+            elif kind == "ping":
+                self.send(conn, dumps(_pong(message)))
+            elif kind == "hello":
+                self._hello(conn, message)
+            elif kind == "request":
+                self._client_error(conn, BAD_REQUEST, "send `hello` before any request", message.get("id"))
+            elif not (conn.welcomed and self.runs.from_client(conn, kind, payload)):
+                self._client_error(conn, BAD_REQUEST, f"unknown message type {kind!r}; protocol "
+                                   f"v{PROTOCOL_VERSION} clients send hello, request, cancel, ping (or run_* when "
+                                   "serving agent runs)")
         except Exception as exc:  # a bug; the client still deserves an answer, and everyone else the relay
             self.log(f"error handling a frame from {conn.describe()}: {type(exc).__name__}: {exc}")
             self._client_error(conn, BAD_REQUEST, f"the host could not handle this message ({type(exc).__name__}: "
                                f"{exc}); the connection stays open")
-
-    def _client_frame(self, conn: ClientConn, payload: Bytes) -> None:
-        try:
-            message = parse(payload)
-        except MalformedMessage as exc:
-            self._client_error(conn, BAD_REQUEST, str(exc))
-            return
-        kind = message["type"]
-        if kind == "request" and conn.welcomed:
-            self._request(conn, message, payload)
-        elif kind == "cancel":
-            self._cancel(conn, message.get("id"))
-        elif kind == "ping":
-            self.send(conn, dumps(_pong(message)))
-        elif kind == "hello":
-            self._hello(conn, message)
-        elif kind == "request":
-            self._client_error(conn, BAD_REQUEST, "send `hello` before any request", message.get("id"))
-        elif not (conn.welcomed and self.runs.from_client(conn, kind, payload)):
-            self._client_error(conn, BAD_REQUEST, f"unknown message type {kind!r}; protocol v{PROTOCOL_VERSION} "
-                               "clients send hello, request, cancel, ping (or run_* when serving agent runs)")
 
     def _client_error(self, conn: ClientConn, code: str, message: str, request_id: object = None) -> None:
         body: dict[str, Any] = {"type": "error", "code": code, "message": message}
@@ -354,7 +354,7 @@ class Host:
 
     def _request(self, conn: ClientConn, message: dict[str, Any], payload: Bytes) -> None:
         client_id = message.get("id")
-        if not valid_client_id(client_id):
+        if type(client_id) is not int and not valid_client_id(client_id):  # most ids are ints: no call for them
             self._client_error(conn, BAD_REQUEST, "a request needs an `id`: an integer, or a string of at most 256 "
                                "characters, that is not in flight on this connection")
             return
@@ -363,7 +363,8 @@ class Host:
             self._client_error(conn, BAD_REQUEST, f"request id {client_id!r} is already in flight on this "
                                "connection; use a new id for every request", client_id)
             return
-        tool, args = message.get("tool"), message.get("args", {})
+        tool: Any = message.get("tool")  # a str from here on, unless refused just below
+        args = message.get("args", _NO_ARGS)
         problem = None
         if not isinstance(tool, str) or not tool:
             problem = "a request needs `tool`: the name of one of the extension's tools"
@@ -373,32 +374,31 @@ class Host:
             self.send(conn, dumps({"type": "response", "id": client_id, "error": error_body(BAD_REQUEST, problem)}))
             return
         request_id = next(self._request_ids)
-        parts = self._tool_request(conn, request_id, message, payload)
-        size = sum(len(p) for p in parts)
+        id_json = b"%d" % client_id if type(client_id) is int else dumps_scalar(client_id)
+        tool_json = _json_string(tool).encode("ascii")
+        # The canonical layout, which clients write: the client's args bytes are reused as they are.
+        prefix = b'{"type":"request","id":%s,"tool":%s,"args":' % (id_json, tool_json)
+        if len(message) == 4 and "args" in message and payload[-1] == _CLOSE_BRACE and \
+                bytes(payload[: len(prefix)]) == prefix:  # as bytes: faster than comparing views
+            # The whole frame parsed as JSON, so what follows `"args":` is the args value (plus any repeated keys,
+            # which JSON readers resolve the same way, last one wins). The host's own keys go last so nothing in
+            # those bytes can override them.
+            parts: tuple[Bytes, ...] = (
+                b'{"args":', memoryview(payload)[len(prefix) : -1],
+                b',"type":"tool_request","id":%d,"tool":%s,"client":%s}' % (request_id, tool_json, conn.tag))
+        else:
+            parts = (dumps({"type": "tool_request", "id": request_id, "tool": tool, "args": args,
+                            "client": {"id": conn.id, "name": conn.name}}),)
+        size = sum(map(len, parts))
         if size > TO_BROWSER_MAX:
             self.send(conn, dumps({"type": "response", "id": client_id, "error": error_body(
                 TOO_LARGE, f"the request to {tool} is {size} bytes as sent to the browser, over the {TO_BROWSER_MAX}"
                 "-byte limit of one native message (Chrome would drop the connection); send less in one request")}))
             return
-        self._pending[request_id] = _Pending(conn, client_id)
+        self._pending[request_id] = (conn, client_id, b',"type":"response","id":%s}' % id_json)
         conn.inflight[client_id] = request_id
-        self._to_browser(*parts)
-
-    def _tool_request(self, conn: ClientConn, request_id: int, message: dict[str, Any], payload: Bytes
-                      ) -> tuple[Bytes, ...]:
-        """The tool_request payload, in parts; when the client wrote the canonical layout, its args bytes are
-        reused as they are."""
-        tool_json = dumps_scalar(message["tool"])
-        if len(message) == 4 and "args" in message and payload[-1] == _CLOSE_BRACE:
-            prefix = b'{"type":"request","id":%s,"tool":%s,"args":' % (dumps_scalar(message["id"]), tool_json)
-            if payload[: len(prefix)] == prefix:
-                # The whole frame parsed as JSON, so what follows `"args":` is the args value (plus any repeated
-                # keys, which JSON readers resolve the same way, last one wins). The host's own keys go last so
-                # nothing in those bytes can override them.
-                ours = b',"type":"tool_request","id":%d,"tool":%s,"client":%s}' % (request_id, tool_json, conn.tag)
-                return b'{"args":', memoryview(payload)[len(prefix) : -1], ours
-        return (dumps({"type": "tool_request", "id": request_id, "tool": message["tool"],
-                       "args": message.get("args", {}), "client": {"id": conn.id, "name": conn.name}}),)
+        if self.browser is not None:  # _to_browser, written out: this runs for every request relayed
+            self.browser.write_frame(*parts)
 
     def _cancel(self, conn: ClientConn, client_id: object) -> None:
         if not valid_client_id(client_id):
@@ -441,26 +441,28 @@ class Host:
     def _settle(self, request_id: int) -> _Pending | None:
         pending = self._pending.pop(request_id, None)
         if pending is not None:
-            del pending.conn.inflight[pending.client_id]
+            del pending[0].inflight[pending[1]]
         return pending
 
     def browser_frame(self, payload: Bytes) -> None:
         """One frame from the browser. A failure handling it is logged; the relay goes on."""
         try:
-            self._browser_frame(payload)
+            plain = _PLAIN_RESULT.match(payload)
+            if plain is not None and payload[-1] == _CLOSE_BRACE:
+                # Splice the result bytes through untouched; `type` and `id` go last, so they win over anything
+                # the result bytes might repeat. (_settle, written out: this runs for every result relayed.)
+                pending = self._pending.pop(int(plain[1]), None)
+                if pending is not None:
+                    conn, client_id, tail = pending
+                    del conn.inflight[client_id]
+                    self.send(conn, b'{"result":', memoryview(payload)[plain.end() : -1], tail)
+                return
+            self._browser_message(payload)
         except Exception as exc:  # a bug: one bad frame must not end the relay for every client
             self.log(f"error handling a frame from the browser: {type(exc).__name__}: {exc}")
 
-    def _browser_frame(self, payload: Bytes) -> None:
-        plain = _PLAIN_RESULT.match(payload)
-        if plain is not None and payload[-1] == _CLOSE_BRACE:
-            # Splice the result bytes through untouched; `type` and `id` go last, so they win over anything the
-            # result bytes might repeat.
-            pending = self._settle(int(plain[1]))
-            if pending is not None:
-                self.send(pending.conn, b'{"result":', memoryview(payload)[plain.end() : -1],
-                          b',"type":"response","id":%s}' % dumps_scalar(pending.client_id))
-            return
+    def _browser_message(self, payload: Bytes) -> None:
+        """Any browser frame but a plainly laid out successful tool_response (browser_frame splices those)."""
         try:
             message = parse(payload)
         except MalformedMessage as exc:
@@ -483,7 +485,8 @@ class Host:
         pending = self._settle(request_id) if type(request_id) is int else None
         if pending is None:
             return  # cancelled, or its client left: nobody is waiting
-        reply: dict[str, Any] = {"type": "response", "id": pending.client_id}
+        conn, client_id, _tail = pending
+        reply: dict[str, Any] = {"type": "response", "id": client_id}
         error = message.get("error")
         if error is not None:
             error = error if isinstance(error, dict) else {"message": error}
@@ -492,7 +495,7 @@ class Host:
                               "message": text if isinstance(text, str) else dumps(text).decode()}
         else:
             reply["result"] = message.get("result")
-        self.send(pending.conn, dumps(reply))
+        self.send(conn, dumps(reply))
 
     def _extension_hello(self, message: dict[str, Any]) -> None:
         extension, tools = message.get("extension"), message.get("tools")

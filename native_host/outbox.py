@@ -6,6 +6,9 @@ from collections import deque
 
 from native_host.framing import HEADER, Bytes
 
+_pack_header = HEADER.pack
+_HEADER_SIZE = HEADER.size
+
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up time)
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -29,10 +32,11 @@ class Outbox:
         self._queue: deque[memoryview] = deque()
         self.queued = 0
 
-    def send(self, parts: tuple[Bytes, ...]) -> None:
-        """Send one frame whose payload is `parts` joined (they need to stay valid only during the call)."""
+    def send(self, parts: tuple[Bytes, ...]) -> int:
+        """Send one frame whose payload is `parts` joined (they need to stay valid only during the call); what is
+        queued afterwards."""
         size = sum(map(len, parts))
-        pieces: list[Bytes] = [HEADER.pack(size), *parts]
+        pieces: list[Bytes] = [_pack_header(size), *parts]
         sent = 0
         if not self._queue:
             try:
@@ -41,14 +45,15 @@ class Outbox:
                 pass
             except OSError as exc:
                 self._failed(exc)
-                return
-        if sent == HEADER.size + size:
-            return
+                return self.queued
+        if sent == _HEADER_SIZE + size:
+            return self.queued
         rest = memoryview(b"".join(pieces))[sent:]
         if not self._queue:
             self._loop.add_writer(self._fd, self._writable)
         self._queue.append(rest)
         self.queued += len(rest)
+        return self.queued
 
     def _writable(self) -> None:
         queue = self._queue

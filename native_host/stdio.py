@@ -9,6 +9,7 @@ file is redirected in — two threads do blocking reads and writes.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import stat
 import sys
@@ -62,17 +63,22 @@ def _pollable(fd: int) -> bool:
     return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
 
 
-def _deliver(host: Host, decoder: FrameDecoder, nbytes: int, *, copy: bool) -> bool:
-    """Hand the frames completed by `nbytes` more bytes to the host; False if the stream is broken."""
+def _deliver(host: Host, decoder: FrameDecoder, nbytes: int) -> bool:
+    """Hand the frames completed by `nbytes` more bytes to the host, copied (the rest of the reader thread's chunk
+    goes into the same buffer next); False if the stream is broken."""
     try:
-        frames = decoder.buffer_updated(nbytes) if copy else decoder.views_updated(nbytes)
+        frames = decoder.buffer_updated(nbytes)
     except FrameTooLarge as exc:
-        # Past a bad header there is no telling where the next frame starts.
-        host.browser_closed(f"it sent a frame of {exc.size} bytes, over the {exc.limit}-byte limit")
+        _too_large(host, exc)
         return False
     for payload in frames:
         host.browser_frame(payload)
     return True
+
+
+def _too_large(host: Host, exc: FrameTooLarge) -> None:
+    # Past a bad header there is no telling where the next frame starts.
+    host.browser_closed(f"it sent a frame of {exc.size} bytes, over the {exc.limit}-byte limit")
 
 
 if sys.platform != "win32":
@@ -87,8 +93,9 @@ if sys.platform != "win32":
             self._in = stdin_fd
             self._out_fd = stdout_fd
             self._decoder = FrameDecoder(FROM_BROWSER_MAX)
-            self._out = Outbox(loop, stdout_fd, lambda pieces: os.writev(stdout_fd, pieces),
-                               lambda data: os.write(stdout_fd, data), self._fail, self._drained)
+            # partial, not lambda: no Python frame between the Outbox and the system call.
+            self._out = Outbox(loop, stdout_fd, functools.partial(os.writev, stdout_fd),
+                               functools.partial(os.write, stdout_fd), self._fail, self._drained)
             self._paused = False
             self._broken = False
             self._closing: Callable[[], object] | None = None
@@ -110,8 +117,17 @@ if sys.platform != "win32":
                 return
             if nbytes == 0:
                 self._stop_reading("stdin reached end of file")
-            elif not _deliver(self._host, self._decoder, nbytes, copy=False):
+                return
+            # _deliver, written out: this runs for every message from the browser.
+            try:
+                frames = self._decoder.views_updated(nbytes)
+            except FrameTooLarge as exc:
                 self._loop.remove_reader(self._in)
+                _too_large(self._host, exc)
+                return
+            browser_frame = self._host.browser_frame
+            for payload in frames:
+                browser_frame(payload)
 
         def _stop_reading(self, why: str) -> None:
             self._loop.remove_reader(self._in)
@@ -122,8 +138,7 @@ if sys.platform != "win32":
         def write_frame(self, *parts: Bytes) -> None:
             if self._broken:
                 return
-            self._out.send(parts)
-            if not self._paused and self._out.queued > PAUSE_CLIENTS_AT:
+            if self._out.send(parts) > PAUSE_CLIENTS_AT and not self._paused:
                 self._paused = True
                 self._host.pause_clients()
 
@@ -200,7 +215,7 @@ class _ThreadLink:
                 with self._decoder.get_buffer() as space:
                     n = min(len(space), len(rest) - at)
                     space[:n] = rest[at : at + n]
-                if not _deliver(self._host, self._decoder, n, copy=True):
+                if not _deliver(self._host, self._decoder, n):
                     return
                 at += n
 

@@ -205,9 +205,8 @@ class UnixConn(ClientConn):
 
     # ---- out -------------------------------------------------------------------------------------------------
 
-    def send_frame(self, *parts: Bytes) -> None:
-        if not self.gone:
-            self._out.send(parts)
+    def send_frame(self, *parts: Bytes) -> int:
+        return 0 if self.gone else self._out.send(parts)
 
     def _drained(self) -> None:
         if self._closing:

@@ -281,8 +281,9 @@ class WsConn(ClientConn):
         self.may_read = asyncio.Event()
         self.may_read.set()
 
-    def send_frame(self, *parts: Bytes) -> None:
+    def send_frame(self, *parts: Bytes) -> int:
         self.sender.send(frame(*parts))
+        return self.sender.backlog()
 
     def backlog(self) -> int:
         return self.sender.backlog()

@@ -21,7 +21,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def _doctor(args: argparse.Namespace) -> int:
     from mcp_bridge.install.doctor import Doctor, Status
-    from mcp_bridge.install.layouts import Platform
+    from mcp_bridge.install.places import Platform
     from mcp_bridge.paths import state_paths
 
     checks = Doctor(Platform.current(), state_paths()).run()

@@ -75,7 +75,7 @@ def _argv(args: argparse.Namespace, verb: str) -> tuple[str, ...]:
 
 def _run(args: argparse.Namespace, verb: str) -> int:
     from mcp_bridge.install.installer import Installer, Selection
-    from mcp_bridge.install.layouts import Platform
+    from mcp_bridge.install.places import Platform
     from mcp_bridge.install.plan import InstallError
     from mcp_bridge.install.record import RecordError
     from mcp_bridge.paths import state_paths

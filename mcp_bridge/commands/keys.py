@@ -77,17 +77,18 @@ def _list(args: argparse.Namespace) -> int:
     store = KeyStore.open(state_paths())
     try:
         records = store.list()
+        used = store.last_used()
     finally:
         store.close()
     if args.json:
-        print(json.dumps([r.public() for r in records], indent=2))
+        print(json.dumps([r.public(used.get(r.id)) for r in records], indent=2))
         return 0
     if not records:
         print("No keys yet. Create one: compass-bridge keys create --name NAME --scopes read,write")
         return 0
     header = ("ID", "NAME", "PREFIX", "SCOPES", "STATE", "CREATED", "LAST USED", "EXPIRES")
     rows = [(r.id, r.name, r.prefix + "…", format_scopes(r.scopes), r.state(),
-             _when(r.created_at), _when(r.last_used_at), _when(r.expires_at)) for r in records]
+             _when(r.created_at), _when(used.get(r.id)), _when(r.expires_at)) for r in records]
     print_table(header, rows)
     return 0
 

@@ -30,24 +30,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def _exit_cleanly_on_signals() -> None:
     """SIGTERM, SIGINT and SIGHUP end the server by unwinding (SystemExit), not by dying on the spot, so
-    calls in flight are recorded and `usage.close()` flushes the usage log.
+    calls in flight are answered or cancelled and recorded, and `usage.close()` flushes the usage log.
 
-    Inside the event loop the exit is raised from a callback of the loop's own rather than from whatever
-    task the signal happened to interrupt, so the loop stops cleanly and cancels its tasks."""
-
-    def unwind(code: int) -> None:
-        raise SystemExit(code)
+    Python runs signal handlers on the main thread, which is the one reading stdin: the exit unwinds the
+    reading loop, and the front end's shut-down takes over as it does at the end of stdin."""
 
     def handler(signum: int, frame: object) -> None:
-        import asyncio  # already loaded by then; not at the top, where every command would pay for it
-
         for sig in signals:
             signal.signal(sig, signal.SIG_IGN)  # one is enough: a second must not interrupt the flush
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            unwind(128 + signum)  # outside the loop (start-up, shut-down): unwind from here
-        loop.call_soon_threadsafe(unwind, 128 + signum)
+        raise SystemExit(128 + signum)
 
     signals = [signal.SIGTERM, signal.SIGINT]
     if sys.platform != "win32":
@@ -58,9 +49,8 @@ def _exit_cleanly_on_signals() -> None:
 
 def run(args: argparse.Namespace) -> int:
     # Imports here, not at the top: `compass-bridge --help` and the other commands need none of them.
-    import asyncio
-
     from mcp_bridge import key_refs, logs, selfguard
+    from mcp_bridge.aio import AsyncRuntime
     from mcp_bridge.config import ConfigError, load_config
     from mcp_bridge.gate import Gate
     from mcp_bridge.keys import KeyStore
@@ -96,15 +86,11 @@ def run(args: argparse.Namespace) -> int:
     _exit_cleanly_on_signals()
     key = referenced_key or os.environ.get(KEY_ENV, "").strip() or None
     server = BridgeServer(Gate(keys, key, config.default_scopes), usage, policy,
-                          build_sources(paths, config, policy), paths)
-
-    async def main() -> None:
-        # The sources (browser, Compass) start with the process, before the first request is read.
-        async with server.catalog.running(), StdioTransport.open() as transport:
-            await Frontend(server, transport).serve()
-
+                          build_sources(paths, config, policy), paths, AsyncRuntime())
     try:
-        asyncio.run(main())
+        # The sources (browser, Compass) are watched from the start, before the first request is read.
+        with server.catalog.running(server.runtime), StdioTransport.open() as transport:
+            Frontend(server, transport).serve()
     except KeyboardInterrupt:
         return 130
     finally:

@@ -19,11 +19,10 @@ import os
 import re
 import stat
 import sys
-import tempfile
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 from urllib.parse import urlsplit, urlunsplit
 
 from mcp_bridge.config import CompassSettings
@@ -106,8 +105,7 @@ def check_url(url: str, *, source: str = "the Compass URL") -> str:
     return urlunsplit((parts.scheme, parts.netloc.lower(), parts.path.rstrip("/"), "", ""))
 
 
-@dataclass(frozen=True)
-class CompassCredentials:
+class CompassCredentials(NamedTuple):
     url: str
     key: ApiKey
     origin: str
@@ -197,6 +195,8 @@ def read_stored(paths: StatePaths) -> CompassCredentials | None:
 def save_credentials(paths: StatePaths, url: str, key: ApiKey) -> None:
     """Write the file atomically (temp file, fsync, rename) and private (0600) from the first byte, with the
     URL bound to the key. `StoreError` if the bridge's secret is unusable (its message says how to fix it)."""
+    import tempfile  # only `compass login` writes the file; `serve` reads it
+
     path = paths.compass_credentials
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     body = json.dumps({"url": url, "key": key.reveal(), "saved_at": int(time.time()),

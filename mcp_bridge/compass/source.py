@@ -8,7 +8,9 @@ does not even list a tool the Compass key could not use. A 401 at any time withd
 registration works again. The registration is repeated every few minutes (and after every write) to
 pick up a revoked key, changed tools and the user's fresh context.
 
-Importing this module is cheap (no httpx): the server imports it before answering `initialize`.
+Importing and constructing this is cheap — no anyio, asyncio, httpx or Compass client: the server builds
+the source as it starts, and a server with no Compass configured never runs it (`needs_running`). The client,
+the tool schemas and anyio's primitives are loaded by `run()`.
 """
 
 from __future__ import annotations
@@ -16,22 +18,11 @@ from __future__ import annotations
 import json
 import logging
 import os
-import random
 import re
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import anyio
-
-from mcp_bridge.compass.client import (
-    AnnouncedTool,
-    CompassClient,
-    CompassError,
-    CompassUnavailable,
-    KeyRejected,
-    Registration,
-)
 from mcp_bridge.compass.credentials import (
     LOGIN_HINT,
     NEW_KEY_HINT,
@@ -39,11 +30,15 @@ from mcp_bridge.compass.credentials import (
     CredentialsError,
     load_credentials,
 )
-from mcp_bridge.compass.schemas import ANY_ARGUMENTS, KNOWN_TOOLS, hints_for_scope
 from mcp_bridge.config import CompassSettings
 from mcp_bridge.paths import StatePaths
 from mcp_bridge.scopes import Scope, ScopeError, allows, format_scopes, parse_scope
 from mcp_bridge.tools.base import CallContext, Resource, Tool, ToolFailure, ToolOutput
+
+if TYPE_CHECKING:
+    import anyio
+
+    from mcp_bridge.compass.client import AnnouncedTool, CompassClient, CompassError, Registration
 
 log = logging.getLogger(__name__)
 
@@ -86,14 +81,17 @@ class CompassSource:
         self._tools: tuple[Tool, ...] = ()
         self._hidden: dict[str, str] = {}
         self._subscribers: list[Callable[[], None]] = []
-        self._wake = anyio.Event()
-        self._ready = anyio.Event()
+        # anyio's events need the running event loop, so they are made by `run()` and `ready()`, never here.
+        self._wake: anyio.Event | None = None
+        """Set to cut `run()`'s wait short (a call found the key rejected, or a write changed the context)."""
+        self._ready: anyio.Event | None = None
+        self._attempted = credentials is None
+        """The first registration attempt has finished (or there is nothing to attempt)."""
         self._failures = 0
         self._next_attempt_at: float | None = None
         self._last_error: str | None = None
         self._registered_at: float | None = None
         if credentials is None:
-            self._ready.set()
             self._state = "invalid configuration" if problem else "not configured"
             self._problem: str | None = problem or f"Compass is not configured: {LOGIN_HINT}"
         else:
@@ -135,6 +133,14 @@ class CompassSource:
     def subscribe(self, on_change: Callable[[], None]) -> None:
         self._subscribers.append(on_change)
 
+    def needs_running(self) -> bool:
+        """Only a configured Compass has something to register with; an unconfigured or unusable set-up
+        stays as it is until the server is restarted (its `status()` says how to fix it)."""
+        return self._credentials is not None
+
+    def close(self) -> None:
+        return None  # `run()` closes its HTTP client as it is cancelled; nothing else is held
+
     def status(self) -> Mapping[str, Any]:
         creds = self._credentials
         status: dict[str, Any] = {"configured": creds is not None, "state": self._state}
@@ -168,25 +174,38 @@ class CompassSource:
         A client that lists tools once, right after `initialize` (`claude -p`), sees the Compass tools only
         if the server waits on this — briefly — before answering its first `tools/list`.
         """
-        await self._ready.wait()
+        if not self._attempted:
+            await self._ready_event().wait()
+
+    def _ready_event(self) -> anyio.Event:
+        if self._ready is None:
+            import anyio
+
+            self._ready = anyio.Event()
+        return self._ready
 
     async def run(self) -> None:
         creds = self._credentials
         if creds is None:
             return
+        import anyio
+
+        from mcp_bridge.compass.client import CompassClient
+
         client = CompassClient(creds.url, creds.key, self._settings)
         self._client = client
         try:
             while True:
+                self._wake = anyio.Event()
                 if self._failures:
                     client = await self._reloaded(client)
                 await self._register(client)
-                self._ready.set()
+                self._attempted = True
+                self._ready_event().set()
                 wait = self._backoff() if self._failures else REFRESH_INTERVAL_S
                 self._next_attempt_at = time.monotonic() + wait
                 with anyio.move_on_after(wait):
                     await self._wake.wait()
-                self._wake = anyio.Event()
         finally:
             self._client = None
             with anyio.CancelScope(shield=True):
@@ -207,6 +226,10 @@ class CompassSource:
             return client
         log.info("the Compass credentials changed (%s, %s at %s); registering with them", fresh.origin,
                  fresh.key.hint, fresh.url)
+        import anyio
+
+        from mcp_bridge.compass.client import CompassClient
+
         self._credentials = fresh
         self._client = CompassClient(fresh.url, fresh.key, self._settings)
         with anyio.CancelScope(shield=True):
@@ -218,12 +241,16 @@ class CompassSource:
         creds = self._credentials
         if creds is None:
             return
+        from mcp_bridge.compass.client import CompassClient
+
         async with CompassClient(creds.url, creds.key, self._settings) as client:
             await self._register(client)
 
     # -- registration ------------------------------------------------------------------------
 
     async def _register(self, client: CompassClient) -> None:
+        from mcp_bridge.compass.client import CompassError, KeyRejected
+
         try:
             registration = await client.register()
         except KeyRejected as exc:
@@ -298,6 +325,9 @@ class CompassSource:
         return tuple(tools.values()), hidden
 
     def _tool(self, announced: AnnouncedTool, scope: Scope) -> Tool:
+        # The bridge's own schemas for Compass's tools matter only once Compass has announced some.
+        from mcp_bridge.compass.schemas import ANY_ARGUMENTS, KNOWN_TOOLS, hints_for_scope
+
         name = announced.name
         known = KNOWN_TOOLS.get(name)
         schema = announced.input_schema
@@ -323,6 +353,8 @@ class CompassSource:
     # -- calls -------------------------------------------------------------------------------
 
     async def _call(self, name: str, scope: Scope, args: Mapping[str, Any]) -> ToolOutput:
+        from mcp_bridge.compass.client import CompassError, CompassUnavailable, KeyRejected
+
         client, registration = self._client, self._registration
         if client is None or registration is None:
             why = self._problem or "the bridge is not connected to Compass"
@@ -342,7 +374,7 @@ class CompassSource:
                 result = await client.call_tool(name, args)
             except KeyRejected as exc:
                 self._withdraw(str(exc))
-                self._wake.set()  # back to registering, with backoff
+                self._poke()  # back to registering, with backoff
                 raise ToolFailure(f"{exc}. The Compass tools are withdrawn until the key works again") from None
             except CompassUnavailable as exc:
                 if retries:
@@ -357,13 +389,15 @@ class CompassSource:
             except CompassError as exc:
                 raise ToolFailure(str(exc)) from None
             if scope is not Scope.READ:
-                self._wake.set()  # a write may have changed the user's context: refresh it now
+                self._poke()  # a write may have changed the user's context: refresh it now
             return _output(result)
 
     def _reader(self, field: str) -> Callable[[], Awaitable[str]]:
         async def read() -> str:
             registration = self._registration
             if registration is None:
+                from mcp_bridge.compass.client import CompassError
+
                 raise CompassError(f"the Compass context is not available now: {self._problem}")
             return json.dumps(list(getattr(registration, field)), indent=2, ensure_ascii=False, default=str)
 
@@ -380,9 +414,16 @@ class CompassSource:
         return self._credentials.key.hint if self._credentials else "-"
 
     def _backoff(self) -> float:
+        import random
+
         ceiling = min(self._retry_max_s, self._retry_initial_s * 2 ** min(self._failures - 1, 16))
         # Jitter keeps many bridges from hammering a Compass that is coming back up in lockstep.
         return random.uniform(ceiling / 2, ceiling)  # noqa: S311 — timing jitter, not a secret
+
+    def _poke(self) -> None:
+        """Cut `run()`'s wait short (called on the event loop, where `run()` is)."""
+        if self._wake is not None:
+            self._wake.set()
 
     def _notify(self) -> None:
         for on_change in self._subscribers:

@@ -23,14 +23,21 @@ import subprocess
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from mcp_bridge.childenv import scrubbed
-from mcp_bridge.install.config_docs import Document, DocumentError, Format, parse
+from mcp_bridge.install.config_docs import Document, DocumentError, parse
 from mcp_bridge.install.files import atomic_write, read_text
-from mcp_bridge.install.layouts import OS, Base, Loc, Platform
+from mcp_bridge.install.places import (
+    BACKUP_SUFFIX,
+    FILE_CLIENTS,
+    OS,
+    FileClientSpec,
+    Platform,
+    Shape,
+    config_file_candidates,
+)
 
 SERVER_NAME = "compass"
 KEY_ENV = "COMPASS_BRIDGE_KEY"
@@ -39,7 +46,6 @@ KEY_REF_OPTION = "--key-ref"
 CLAUDE_CODE = "claude-code"
 CODEX = "codex"
 JETBRAINS = "jetbrains"
-BACKUP_SUFFIX = ".compass-bridge-backup"
 CLI_TIMEOUT_S = 120
 BRIDGE_KEY = re.compile(r"cb_[0-9a-f]{40}")
 
@@ -103,15 +109,6 @@ def quote_command(argv: list[str], platform: Platform) -> str:
 # --- How each client writes one server entry ------------------------------------------------------------
 
 
-class Shape(StrEnum):
-    STANDARD = "standard"
-    """`{command, args, env}`, plus fields of the client's own: most clients."""
-    OPENCODE = "opencode"
-    """`{type: local, command: [program, args...], environment}`."""
-    GOOSE = "goose"
-    """`{name, type: stdio, cmd, args, envs, enabled, timeout}`."""
-
-
 def dump_entry(shape: Shape, entry: ServerEntry, extra: Mapping[str, Any]) -> dict[str, Any]:
     env = dict(entry.env)
     if shape is Shape.OPENCODE:
@@ -142,74 +139,8 @@ def parse_entry(shape: Shape, data: object) -> ServerEntry | None:
                        {str(k): str(v) for k, v in env.items()} if isinstance(env, dict) else {})
 
 
-# --- Clients with a config file ---------------------------------------------------------------------------
+# --- Clients with a config file (their places: mcp_bridge.install.places.FILE_CLIENTS) ----------------
 
-
-@dataclass(frozen=True)
-class FileClientSpec:
-    key: str
-    label: str
-    dirs: Mapping[OS, Loc]
-    """The client's own directory; the config is written only when it exists (the client is installed)."""
-    files: tuple[str, ...]
-    """The config file relative to that directory ('/'-separated); the first that exists is edited, else
-    the first is created."""
-    servers: tuple[str, ...] = ("mcpServers",)
-    """Where the servers object is in the document."""
-    shape: Shape = Shape.STANDARD
-    extra: Mapping[str, Any] = field(default_factory=dict)
-    """Fields the client wants in each server entry besides command, args and env."""
-    fmt: Format = Format.JSON
-
-
-def _every_os(loc: Loc) -> dict[OS, Loc]:
-    return {os_: loc for os_ in OS}
-
-
-def _vscode_user(folder: str, below: str = "") -> dict[OS, Loc]:
-    """A VS Code build's user dir (`Code`, `Code - Insiders`, `VSCodium`), or a folder below it."""
-    rel = f"{folder}/User{below}"
-    return {OS.LINUX: Loc(Base.CONFIG, rel), OS.MACOS: Loc(Base.APP_SUPPORT, rel), OS.WINDOWS: Loc(Base.APPDATA, rel)}
-
-
-def _vscode_storage(extension: str) -> dict[OS, Loc]:
-    """An extension's global storage in VS Code's user dir (Cline, Roo Code)."""
-    return _vscode_user("Code", f"/globalStorage/{extension}")
-
-
-FILE_CLIENTS: tuple[FileClientSpec, ...] = (
-    FileClientSpec("claude-desktop", "Claude Desktop",
-                   {OS.LINUX: Loc(Base.CONFIG, "Claude"), OS.MACOS: Loc(Base.APP_SUPPORT, "Claude"),
-                    OS.WINDOWS: Loc(Base.APPDATA, "Claude")},
-                   ("claude_desktop_config.json",)),
-    FileClientSpec("cursor", "Cursor", _every_os(Loc(Base.HOME, ".cursor")), ("mcp.json",)),
-    *(FileClientSpec(key, label, _vscode_user(folder), ("mcp.json",), servers=("servers",), extra={"type": "stdio"})
-      for key, label, folder in (("vscode", "VS Code", "Code"), ("vscode-insiders", "VS Code Insiders",
-                                                                 "Code - Insiders"),
-                                 ("vscodium", "VSCodium", "VSCodium"))),
-    FileClientSpec("windsurf", "Windsurf", _every_os(Loc(Base.HOME, ".codeium/windsurf")), ("mcp_config.json",)),
-    FileClientSpec("gemini", "Gemini CLI", _every_os(Loc(Base.HOME, ".gemini")), ("settings.json",)),
-    FileClientSpec("copilot", "GitHub Copilot CLI", _every_os(Loc(Base.HOME, ".copilot")), ("mcp-config.json",),
-                   extra={"type": "local", "tools": ["*"]}),
-    # OpenCode uses XDG paths on every OS.
-    FileClientSpec("opencode", "OpenCode", _every_os(Loc(Base.CONFIG, "opencode")),
-                   ("opencode.jsonc", "opencode.json"), servers=("mcp",), shape=Shape.OPENCODE),
-    FileClientSpec("zed", "Zed",
-                   {OS.LINUX: Loc(Base.CONFIG, "zed"), OS.MACOS: Loc(Base.HOME, ".config/zed"),
-                    OS.WINDOWS: Loc(Base.APPDATA, "Zed")},
-                   ("settings.json",), servers=("context_servers",)),
-    FileClientSpec("cline", "Cline", _vscode_storage("saoudrizwan.claude-dev"),
-                   ("settings/cline_mcp_settings.json",), extra={"disabled": False}),
-    FileClientSpec("roo-code", "Roo Code", _vscode_storage("rooveterinaryinc.roo-cline"),
-                   ("settings/mcp_settings.json",), extra={"disabled": False}),
-    FileClientSpec("goose", "Goose",
-                   {OS.LINUX: Loc(Base.CONFIG, "goose"), OS.MACOS: Loc(Base.HOME, ".config/goose"),
-                    OS.WINDOWS: Loc(Base.APPDATA, "Block/goose/config")},
-                   ("config.yaml",), servers=("extensions",), shape=Shape.GOOSE, fmt=Format.YAML),
-    FileClientSpec("junie", "JetBrains Junie", _every_os(Loc(Base.HOME, ".junie")), ("mcp/mcp.json",)),
-    FileClientSpec("kiro", "Kiro", _every_os(Loc(Base.HOME, ".kiro")), ("settings/mcp.json",),
-                   extra={"disabled": False}),
-)
 
 CLIENT_LABELS: dict[str, str] = {CLAUDE_CODE: "Claude Code", CODEX: "Codex CLI",
                                  **{spec.key: spec.label for spec in FILE_CLIENTS},
@@ -229,10 +160,8 @@ class ConfigFileClient:
         self.platform = platform
         loc = spec.dirs.get(platform.os)
         self.dir = loc.resolve(platform) if loc else None
-        self.path: Path | None = None
-        if self.dir is not None:
-            candidates = [self.dir.joinpath(*name.split("/")) for name in spec.files]
-            self.path = next((p for p in candidates if p.exists()), candidates[0])
+        candidates = config_file_candidates(spec, platform)
+        self.path = next((p for p in candidates if p.exists()), candidates[0]) if candidates else None
 
     @property
     def backup(self) -> Path:
@@ -502,23 +431,3 @@ def make_client(key: str, platform: Platform) -> Client:
     if key == JETBRAINS:
         return ManualClient(platform)
     return file_client(key, platform)
-
-
-def known_config_paths(home: Path, env: Mapping[str, str] | None = None) -> list[Path]:
-    """Every MCP client config file the installer knows on this OS for the user `home` (whether it exists or
-    not), with the backups the installer keeps beside them: they may hold bridge keys or launch commands, so
-    the file tools protect them. `env` (default: this process's) supplies XDG_CONFIG_HOME, APPDATA and the like."""
-    current = Platform.current()
-    environ = dict(os.environ if env is None else env)
-    platform = Platform(current.os, home, environ, current.root)
-    codex_home = Path(environ["CODEX_HOME"]) if environ.get("CODEX_HOME") else home / ".codex"
-    # Claude Code's user and local scopes live in ~/.claude.json; Codex's in config.toml.
-    paths = [home / ".claude.json", home / ".claude" / "settings.json", codex_home / "config.toml"]
-    for spec in FILE_CLIENTS:
-        loc = spec.dirs.get(platform.os)
-        if loc is None:
-            continue
-        for name in spec.files:
-            path = loc.resolve(platform).joinpath(*name.split("/"))
-            paths += [path, path.with_name(path.name + BACKUP_SUFFIX)]
-    return paths

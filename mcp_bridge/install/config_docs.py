@@ -7,16 +7,10 @@ format its file is in and where its servers live.
 from __future__ import annotations
 
 import io
-from enum import StrEnum
 from typing import Any, Protocol
 
 from mcp_bridge.install import jsonc
-
-
-class Format(StrEnum):
-    JSON = "json"
-    """JSON, read and written as JSONC: comments and trailing commas are kept."""
-    YAML = "yaml"
+from mcp_bridge.install.places import Format
 
 
 class DocumentError(ValueError):

@@ -41,7 +41,8 @@ from mcp_bridge.install.clients import (
 )
 from mcp_bridge.install.installer import Installer, Scope, ephemeral_environment
 from mcp_bridge.install.launcher import LOG_NAME, pinned_python
-from mcp_bridge.install.layouts import OS, Family, Platform, browser_layouts, sandboxed_browsers
+from mcp_bridge.install.layouts import browser_layouts, sandboxed_browsers
+from mcp_bridge.install.places import OS, Family, Platform
 from mcp_bridge.install.record import Kind, Record, RecordError
 from mcp_bridge.install.registry import RegistryBackend
 from mcp_bridge.logs import log_location
@@ -424,12 +425,12 @@ class Doctor:
     def _key_problem(self, key: str) -> str | None:
         from mcp_bridge.keys import KeyProblem, KeyStore, Rejected
 
-        if not self.paths.database.exists():
-            return "the key store does not exist yet"
+        if not (self.paths.keys_database.exists() or self.paths.database.exists()):
+            return "the key store does not exist yet"  # (bridge.sqlite3: an earlier version's, moved on open)
         try:
             store = KeyStore.open(self.paths)
         except StoreError:
-            return "the key store cannot be used (see the 'bridge database' and 'key secret' checks)"
+            return "the key store cannot be used (see the 'key store', 'bridge database' and 'key secret' checks)"
         try:
             found = store.authenticate(key)
         finally:
@@ -442,7 +443,7 @@ class Doctor:
         return f"key '{found.record.name}' ({found.record.prefix}…) is {found.problem.value}"
 
     def _store(self) -> Iterator[Check]:
-        """The key secret and database can be used, and no usage rows were lost (mcp_bridge.store_health)."""
+        """The key secret and both databases can be used, and no usage rows were lost (mcp_bridge.store_health)."""
         from mcp_bridge import store_health
 
         for finding in store_health.check(self.paths):
@@ -455,8 +456,8 @@ class Doctor:
         env_key = self.platform.env.get(KEY_ENV, "").strip()
         if not items and not env_key:
             return
-        if not self.paths.database.exists():
-            yield Check("keys", Status.FAIL, f"the key store {self._show(self.paths.database)} is missing",
+        if not (self.paths.keys_database.exists() or self.paths.database.exists()):
+            yield Check("keys", Status.FAIL, f"the key store {self._show(self.paths.keys_database)} is missing",
                         "run `compass-bridge install` to create keys again")
             return
         try:

@@ -45,17 +45,13 @@ from mcp_bridge.install.clients import (
 from mcp_bridge.install.files import atomic_write, make_dirs, missing_parents, read_text
 from mcp_bridge.install.launcher import LOG_NAME, LauncherSpec, launcher_name, render
 from mcp_bridge.install.layouts import (
-    BROWSER_KEYS,
-    BROWSERS,
-    OS,
     SANDBOXED,
     BrowserLayout,
-    Family,
-    Platform,
     resolve,
     sandboxed_browsers,
     sandboxed_layout,
 )
+from mcp_bridge.install.places import BROWSER_KEYS, BROWSERS, OS, Family, Platform
 from mcp_bridge.install.plan import (
     Action,
     Context,
@@ -389,7 +385,7 @@ class Installer:
 
     def _ref_key_id(self, ref: str) -> str | None:
         """The id of the active bridge key stored under `ref`, or None (no such ref, unknown, revoked, expired)."""
-        if not self.paths.database.exists():
+        if not (self.paths.keys_database.exists() or self.paths.database.exists()):
             return None
         try:
             key = key_refs.load(self.paths, ref)

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from mcp_bridge.install.layouts import OS
+from mcp_bridge.install.places import OS
 
 LOG_NAME = "native-host-launch.log"
 LOG_MAX_BYTES = 256 * 1024

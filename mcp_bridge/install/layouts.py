@@ -1,134 +1,19 @@
-"""Where each browser keeps its user data and reads native-messaging host manifests, on each OS.
+"""Each browser's places resolved for one platform: its user-data and manifest dirs, registry keys and program.
 
-The layout is computed from an explicit `Platform` rather than from the running OS, so the macOS and Windows
-layouts can be installed into (and uninstalled from) a temporary home on Linux. The facts and their sources
-are in docs/INSTALL.md.
+The facts (which browsers, where each keeps what) are `mcp_bridge.install.places`, which the protected paths
+read too; this adds what only the installer and doctor need: looking for the browser's program, the Windows
+registry keys, and the Snap and Flatpak builds. The facts and their sources are in docs/INSTALL.md.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
-import sys
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from enum import Enum, StrEnum
+from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 
 from mcp_bridge.install import HOST_NAME
-
-
-class OS(StrEnum):
-    LINUX = "linux"
-    MACOS = "macos"
-    WINDOWS = "windows"
-
-
-class Family(StrEnum):
-    CHROMIUM = "chromium"
-    FIREFOX = "firefox"
-
-
-class Base(Enum):
-    """A per-user directory that browser locations are relative to."""
-
-    HOME = "~"
-    CONFIG = "$XDG_CONFIG_HOME"
-    CHROME_CONFIG = "$CHROME_CONFIG_HOME"
-    APP_SUPPORT = "~/Library/Application Support"
-    APPDATA = "%APPDATA%"
-    LOCAL_APPDATA = "%LOCALAPPDATA%"
-
-
-def _is_elevated() -> bool:
-    if sys.platform == "win32":
-        import ctypes
-
-        return bool(ctypes.windll.shell32.IsUserAnAdmin())
-    return os.geteuid() == 0
-
-
-@dataclass(frozen=True)
-class Platform:
-    """The OS, the user's home and environment, and the filesystem root that machine-wide paths live under."""
-
-    os: OS
-    home: Path
-    env: Mapping[str, str] = field(default_factory=dict)
-    root: Path = Path("/")
-    elevated: bool = False
-
-    @classmethod
-    def current(cls) -> Platform:
-        name = OS.WINDOWS if sys.platform == "win32" else OS.MACOS if sys.platform == "darwin" else OS.LINUX
-        return cls(os=name, home=Path.home(), env=dict(os.environ),
-                   root=Path(os.sep).absolute(), elevated=_is_elevated())
-
-    def _env_dir(self, name: str, default: Path) -> Path:
-        value = self.env.get(name, "")
-        # Both XDG and Chrome ignore a relative value, as the spec asks; so do we.
-        return Path(value) if value and Path(value).is_absolute() else default
-
-    def base(self, base: Base) -> Path:
-        config = self._env_dir("XDG_CONFIG_HOME", self.home / ".config")
-        return {
-            Base.HOME: self.home,
-            Base.CONFIG: config,
-            Base.CHROME_CONFIG: self._env_dir("CHROME_CONFIG_HOME", config),
-            Base.APP_SUPPORT: self.home / "Library" / "Application Support",
-            Base.APPDATA: self._env_dir("APPDATA", self.home / "AppData" / "Roaming"),
-            Base.LOCAL_APPDATA: self._env_dir("LOCALAPPDATA", self.home / "AppData" / "Local"),
-        }[base]
-
-    def system_path(self, absolute: str) -> Path:
-        """A machine-wide POSIX path such as `/etc/opt/chrome`, under this platform's root."""
-        return self.root.joinpath(*absolute.strip("/").split("/"))
-
-    @property
-    def program_data(self) -> Path:
-        return self._env_dir("PROGRAMDATA", self.root / "ProgramData")
-
-    def system_own_dir(self) -> Path:
-        """Where a machine-wide install keeps its launcher (and, on Windows, its manifests)."""
-        if self.os is OS.WINDOWS:
-            return self.program_data / "compass-bridge"
-        if self.os is OS.MACOS:
-            return self.system_path("/Library/Application Support/compass-bridge")
-        return self.system_path("/usr/local/lib/compass-bridge")
-
-    def display(self, path: Path) -> str:
-        """`path` with the home directory shown as `~`, as people read it."""
-        try:
-            return str(Path("~") / path.relative_to(self.home))
-        except ValueError:
-            return str(path)
-
-
-@dataclass(frozen=True)
-class Loc:
-    base: Base
-    rel: str  # '/'-separated, so one table serves every OS
-
-    def resolve(self, platform: Platform) -> Path:
-        return platform.base(self.base).joinpath(*self.rel.split("/"))
-
-
-@dataclass(frozen=True)
-class BrowserSpec:
-    key: str
-    name: str
-    family: Family
-    data: Mapping[OS, Loc]
-    """The browser's user-data dir, whose presence means "installed"; an OS missing here has no such browser."""
-    manifests: Mapping[OS, tuple[Loc, ...]] = field(default_factory=dict)
-    """User-level manifest dirs, when not just `<user-data dir>/NativeMessagingHosts` (macOS/Linux only)."""
-    system: Mapping[OS, str] = field(default_factory=dict)
-    """Machine-wide manifest dir (macOS/Linux)."""
-    registry: tuple[str, ...] = ()
-    """Vendor keys under `Software\\` that the browser reads on Windows."""
-    programs: Mapping[OS, tuple[str, ...]] = field(default_factory=dict)
-    """How to tell the browser is installed before it has ever run (no user-data dir yet): command names on
-    PATH (Linux) or app bundles in /Applications or ~/Applications (macOS)."""
+from mcp_bridge.install.places import BROWSERS, OS, BrowserSpec, Family, Platform, browser_dirs
 
 
 @dataclass(frozen=True)
@@ -164,114 +49,6 @@ def registry_key(vendor: str) -> str:
     return f"Software\\{vendor}\\NativeMessagingHosts\\{HOST_NAME}"
 
 
-_CHROME = "Google\\Chrome"
-_NMH = "NativeMessagingHosts"
-
-
-def _programs(linux: tuple[str, ...], app: str | None) -> dict[OS, tuple[str, ...]]:
-    found: dict[OS, tuple[str, ...]] = {OS.LINUX: linux} if linux else {}
-    if app:
-        found[OS.MACOS] = (f"{app}.app",)
-    return found
-
-
-def _chromium(key: str, name: str, *, linux: Loc | None, macos: Loc | None, windows: Loc | None,
-              system: Mapping[OS, str] | None = None, registry: tuple[str, ...] = (_CHROME,),
-              macos_also: tuple[Loc, ...] = (), commands: tuple[str, ...] = (), app: str | None = None
-              ) -> BrowserSpec:
-    data = {os_: loc for os_, loc in ((OS.LINUX, linux), (OS.MACOS, macos), (OS.WINDOWS, windows)) if loc}
-    manifests = {OS.MACOS: (Loc(macos.base, f"{macos.rel}/{_NMH}"), *macos_also)} if macos and macos_also else {}
-    return BrowserSpec(key, name, Family.CHROMIUM, data, manifests, system or {}, registry,
-                       _programs(commands if linux else (), app if macos else None))
-
-
-# Chrome's channels share one machine-wide dir and one registry key; they differ only in their data dirs.
-# (suffix, label, Linux data dir = Linux command, Windows folder)
-_CHROME_CHANNELS = (("", "", "google-chrome", "Chrome"),
-                    ("-beta", " Beta", "google-chrome-beta", "Chrome Beta"),
-                    ("-dev", " Dev", "google-chrome-unstable", "Chrome Dev"),
-                    ("-canary", " Canary", "google-chrome-canary", "Chrome SxS"))
-_EDGE_CHANNELS = (("", "", "microsoft-edge", "Edge"),
-                  ("-beta", " Beta", "microsoft-edge-beta", "Edge Beta"),
-                  ("-dev", " Dev", "microsoft-edge-dev", "Edge Dev"),
-                  ("-canary", " Canary", None, "Edge SxS"))
-_BRAVE_CHANNELS = (("", "", "Brave-Browser", "brave-browser"),
-                   ("-beta", " Beta", "Brave-Browser-Beta", "brave-browser-beta"),
-                   ("-nightly", " Nightly", "Brave-Browser-Nightly", "brave-browser-nightly"))
-
-
-def _gecko(key: str, name: str, *, linux: str, macos: str) -> BrowserSpec:
-    """A Firefox fork that keeps Firefox's layout under its own name: `~/.<linux>/native-messaging-hosts` and
-    `~/Library/Application Support/<macos>/NativeMessagingHosts` (sources in docs/INSTALL.md)."""
-    return BrowserSpec(
-        key, name, Family.FIREFOX,
-        data={OS.LINUX: Loc(Base.HOME, f".{linux}"), OS.MACOS: Loc(Base.APP_SUPPORT, macos)},
-        manifests={OS.LINUX: (Loc(Base.HOME, f".{linux}/native-messaging-hosts"),),
-                   OS.MACOS: (Loc(Base.APP_SUPPORT, f"{macos}/{_NMH}"),)},
-        programs=_programs((linux,), macos))
-
-
-BROWSERS: tuple[BrowserSpec, ...] = (
-    *(_chromium(f"chrome{suffix}", f"Google Chrome{label}",
-                linux=Loc(Base.CHROME_CONFIG, linux), macos=Loc(Base.APP_SUPPORT, f"Google/Chrome{label}"),
-                windows=Loc(Base.LOCAL_APPDATA, f"Google/{windows}/User Data"),
-                system={OS.LINUX: "/etc/opt/chrome/native-messaging-hosts",
-                        OS.MACOS: "/Library/Google/Chrome/NativeMessagingHosts"},
-                commands=(linux, "google-chrome-stable") if not suffix else (linux,), app=f"Google Chrome{label}")
-      for suffix, label, linux, windows in _CHROME_CHANNELS),
-    _chromium("chromium", "Chromium", linux=Loc(Base.CHROME_CONFIG, "chromium"),
-              macos=Loc(Base.APP_SUPPORT, "Chromium"), windows=Loc(Base.LOCAL_APPDATA, "Chromium/User Data"),
-              system={OS.LINUX: "/etc/chromium/native-messaging-hosts",
-                      OS.MACOS: "/Library/Application Support/Chromium/NativeMessagingHosts"},
-              registry=("Chromium",), commands=("chromium", "chromium-browser"), app="Chromium"),
-    *(_chromium(f"edge{suffix}", f"Microsoft Edge{label}",
-                linux=Loc(Base.CONFIG, linux) if linux else None,
-                macos=Loc(Base.APP_SUPPORT, f"Microsoft Edge{label}"),
-                windows=Loc(Base.LOCAL_APPDATA, f"Microsoft/{windows}/User Data"),
-                system={OS.LINUX: "/etc/opt/edge/native-messaging-hosts",
-                        OS.MACOS: "/Library/Microsoft/Edge/NativeMessagingHosts"},
-                registry=("Microsoft\\Edge",), commands=(linux,) if linux else (), app=f"Microsoft Edge{label}")
-      for suffix, label, linux, windows in _EDGE_CHANNELS),
-    # Brave on macOS is reported to read Chrome's manifest dir, and on Windows Chrome's key, so write both.
-    *(_chromium(f"brave{suffix}", f"Brave{label}",
-                linux=Loc(Base.CONFIG, f"BraveSoftware/{folder}"),
-                macos=Loc(Base.APP_SUPPORT, f"BraveSoftware/{folder}"),
-                windows=Loc(Base.LOCAL_APPDATA, f"BraveSoftware/{folder}/User Data"),
-                system={OS.LINUX: "/etc/opt/brave/native-messaging-hosts",
-                        OS.MACOS: "/Library/Application Support/BraveSoftware/Brave-Browser/NativeMessagingHosts"},
-                registry=("BraveSoftware\\Brave-Browser", _CHROME),
-                macos_also=(Loc(Base.APP_SUPPORT, f"Google/Chrome/{_NMH}"),),
-                commands=(command,), app=f"Brave Browser{label}")
-      for suffix, label, folder, command in _BRAVE_CHANNELS),
-    _chromium("vivaldi", "Vivaldi", linux=Loc(Base.CONFIG, "vivaldi"), macos=Loc(Base.APP_SUPPORT, "Vivaldi"),
-              windows=Loc(Base.LOCAL_APPDATA, "Vivaldi/User Data"),
-              system={OS.LINUX: "/etc/opt/vivaldi/native-messaging-hosts",
-                      OS.MACOS: "/Library/Application Support/Vivaldi/NativeMessagingHosts"},
-              registry=("Vivaldi", _CHROME), commands=("vivaldi", "vivaldi-stable"), app="Vivaldi"),
-    _chromium("opera", "Opera", linux=Loc(Base.CONFIG, "opera"),
-              macos=Loc(Base.APP_SUPPORT, "com.operasoftware.Opera"),
-              windows=Loc(Base.APPDATA, "Opera Software/Opera Stable"),
-              registry=("Opera Software", _CHROME), commands=("opera",), app="Opera"),
-    _chromium("arc", "Arc", linux=None, macos=Loc(Base.APP_SUPPORT, "Arc/User Data"), windows=None, app="Arc"),
-    BrowserSpec(
-        "firefox", "Firefox", Family.FIREFOX,
-        data={OS.LINUX: Loc(Base.HOME, ".mozilla"), OS.MACOS: Loc(Base.APP_SUPPORT, "Firefox"),
-              OS.WINDOWS: Loc(Base.APPDATA, "Mozilla/Firefox")},
-        manifests={OS.LINUX: (Loc(Base.HOME, ".mozilla/native-messaging-hosts"),),
-                   OS.MACOS: (Loc(Base.APP_SUPPORT, "Mozilla/NativeMessagingHosts"),)},
-        system={OS.LINUX: "/usr/lib/mozilla/native-messaging-hosts",
-                OS.MACOS: "/Library/Application Support/Mozilla/NativeMessagingHosts"},
-        registry=("Mozilla",),
-        programs=_programs(("firefox", "firefox-esr"), "Firefox"),
-    ),
-    _gecko("librewolf", "LibreWolf", linux="librewolf", macos="LibreWolf"),
-    _gecko("waterfox", "Waterfox", linux="waterfox", macos="Waterfox"),
-    _gecko("floorp", "Floorp", linux="floorp", macos="Floorp"),
-)
-
-BROWSER_KEYS: tuple[str, ...] = tuple(spec.key for spec in BROWSERS)
-
-
 def _find_program(spec: BrowserSpec, platform: Platform) -> Path | None:
     names = spec.programs.get(platform.os, ())
     if platform.os is OS.MACOS:
@@ -288,25 +65,17 @@ def _find_program(spec: BrowserSpec, platform: Platform) -> Path | None:
 
 
 def resolve(spec: BrowserSpec, platform: Platform) -> BrowserLayout:
-    loc = spec.data.get(platform.os)
-    data_dir = loc.resolve(platform) if loc else None
+    dirs = browser_dirs(spec, platform)
     windows = platform.os is OS.WINDOWS
-    if data_dir is None or windows:
-        user_dirs: tuple[Path, ...] = ()
-    elif platform.os in spec.manifests:
-        user_dirs = tuple(m.resolve(platform) for m in spec.manifests[platform.os])
-    else:
-        user_dirs = (data_dir / _NMH,)
-    system = spec.system.get(platform.os)
     return BrowserLayout(
         key=spec.key,
         name=spec.name,
         family=spec.family,
-        data_dir=data_dir,
-        user_manifest_dirs=user_dirs,
-        system_manifest_dirs=(platform.system_path(system),) if system and data_dir and not windows else (),
-        registry_keys=tuple(registry_key(v) for v in spec.registry) if windows and data_dir else (),
-        program=_find_program(spec, platform) if data_dir else None,
+        data_dir=dirs.data,
+        user_manifest_dirs=dirs.user_manifests,
+        system_manifest_dirs=dirs.system_manifests,
+        registry_keys=tuple(registry_key(v) for v in spec.registry) if windows and dirs.data else (),
+        program=_find_program(spec, platform) if dirs.data else None,
     )
 
 
@@ -388,8 +157,8 @@ def _sandboxed(spec: SandboxedSpec, platform: Platform) -> SandboxedBrowser | No
         programs = [platform.system_path(f"/snap/bin/{spec.app}")]
     else:
         user_dir = platform.home / ".var" / "app" / spec.app
-        data = platform._env_dir("XDG_DATA_HOME", platform.home / ".local" / "share")
-        programs = [platform.system_path(f"/var/lib/flatpak/app/{spec.app}"), data / "flatpak" / "app" / spec.app]
+        programs = [platform.system_path(f"/var/lib/flatpak/app/{spec.app}"),
+                    platform.data_home() / "flatpak" / "app" / spec.app]
     program = next((p for p in programs if p.exists()), None)
     if user_dir.is_dir():
         return SandboxedBrowser(spec, Presence.USED, user_dir, program)

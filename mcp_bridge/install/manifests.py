@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from mcp_bridge.install import HOST_NAME
-from mcp_bridge.install.layouts import Family
+from mcp_bridge.install.places import Family
 
 EXTENSION_ID = re.compile(r"[a-p]{32}")
 ORIGIN = re.compile(r"chrome-extension://([a-p]{32})/")

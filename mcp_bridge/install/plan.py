@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from mcp_bridge.install.files import atomic_write, make_dirs, read_text, remove_empty_dirs
-from mcp_bridge.install.layouts import Platform
+from mcp_bridge.install.places import Platform
 from mcp_bridge.install.record import Item, Kind, Record
 from mcp_bridge.install.registry import Hive, RegistryBackend
 from mcp_bridge.keys import KeyStore, KeyStoreError

@@ -1,7 +1,13 @@
 """The contract between the server and every tool, local, browser or Compass.
 
-A tool is data (name, schema, scope, hints) plus an async function. The server owns the scope gate
-and the usage log, so a tool never sees a call it is not allowed to answer and never logs itself.
+A tool is data (name, schema, scope, hints) plus a handler. The server owns the scope gate and the usage
+log, so a tool never sees a call it is not allowed to answer and never logs itself.
+
+A handler is called on one of the server's worker threads. Local work (files) is plain blocking code that
+returns a `ToolOutput` and checks `CallContext.cancelled` while it walks. Work that waits on the network or
+on children (browser, Compass, commands) is an `async def`: calling it returns a coroutine, which the server
+runs on its event-loop thread (`mcp_bridge.aio`), started the first time one is needed, so a server that only
+reads files never loads asyncio.
 
 Local tools declare their arguments as an `Args` class (annotated attributes with `arg(...)` defaults);
 the input JSON schema is derived from it and every call is validated against it here, with the standard
@@ -10,7 +16,8 @@ library only: pydantic would cost ~80 ms and ~8 MiB per server at start for the 
 
 from __future__ import annotations
 
-import inspect
+import json
+import threading
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, ClassVar, Literal, NamedTuple, Protocol, TypeVar
@@ -54,18 +61,71 @@ READ_ONLY = Hints(read_only=True, idempotent=True)
 
 class ToolOutput(NamedTuple):
     content: list[Content]
+    """The tool's own content; may be empty when the structured result says everything (see `readable`)."""
     structured: dict[str, Any] | None = None
 
     @classmethod
     def text(cls, text: str, structured: dict[str, Any] | None = None) -> ToolOutput:
         return cls([TextContent(text)], structured)
 
+    def readable(self, with_structured: bool) -> list[Content]:
+        """What a reader of content blocks (a client, the model) gets. `with_structured`: the structured result
+        is sent too (only for a tool that declares its output schema); then its JSON comes first — the MCP
+        spec's advice, for clients that do not read structured content — followed by the tool's own text only
+        where it says more than the JSON (a time-out's advice, a truncation note)."""
+        if not with_structured or self.structured is None:
+            return list(self.content)
+        text = json.dumps(self.structured, ensure_ascii=False, separators=(",", ":"), default=str)
+        return [TextContent(text), *(c for c in self.content if not _same_json(c, self.structured))]
 
-ProgressReporter = Callable[[float, float | None, str | None], Awaitable[None]]
+
+def _same_json(block: Content, structured: dict[str, Any]) -> bool:
+    if not isinstance(block, TextContent) or not block.text.startswith("{"):
+        return False
+    try:
+        return bool(json.loads(block.text) == structured)
+    except ValueError:
+        return False
 
 
-async def _no_progress(progress: float, total: float | None, message: str | None) -> None:
+ProgressReporter = Callable[[float, float | None, str | None], None]
+"""Sends a progress notice for the call (from any thread); a no-op when the client asked for none."""
+
+
+def _no_progress(progress: float, total: float | None, message: str | None) -> None:
     return None
+
+
+class Cancellation:
+    """Set once when a call is cancelled: the client cancelled it, or the server is stopping.
+
+    Blocking work polls `is_set()` as it goes; the event-loop thread subscribes with `on_cancel` to cancel
+    the coroutine it runs for the call."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._set = False
+        self._callbacks: list[Callable[[], object]] = []
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def set(self) -> None:
+        with self._lock:
+            if self._set:
+                return
+            self._set = True
+            callbacks, self._callbacks = self._callbacks, []
+        for callback in callbacks:
+            callback()
+
+    def on_cancel(self, callback: Callable[[], object]) -> None:
+        """Call `callback` (from the thread that cancels) when this is set; at once if it already is."""
+        with self._lock:
+            if not self._set:
+                self._callbacks.append(callback)
+                return
+        callback()
 
 
 class CallContext(NamedTuple):
@@ -74,9 +134,12 @@ class CallContext(NamedTuple):
     key_name: str
     client_name: str | None = None
     report_progress: ProgressReporter = _no_progress
+    cancelled: Cancellation = Cancellation()
+    """The default is never set: a call made outside the server (a test, a door) that nobody cancels."""
 
 
-Handler = Callable[[Mapping[str, Any], CallContext], Awaitable[ToolOutput]]
+Handler = Callable[[Mapping[str, Any], CallContext], ToolOutput | Awaitable[ToolOutput]]
+"""Returns the output (blocking work) or an awaitable of it (`async def`: run on the event-loop thread)."""
 
 
 class Tool(NamedTuple):
@@ -91,6 +154,11 @@ class Tool(NamedTuple):
     output_schema: Mapping[str, Any] | None = None
     """Declared by every tool that returns structured content; the server sends structured content only
     for tools that declare it (the MCP spec requires a declared schema for it)."""
+    quick: bool = False
+    """Blocking work bounded to milliseconds on the local disk (a file read, write or listing; a status): the
+    server answers it on the thread that read the request, before reading on, instead of handing reading to
+    another thread first (that hand-off is most of a small call's cost). Never for work that may take long
+    or wait on anything else (a search of a tree, the network, a child process)."""
 
 
 # -- argument declarations ----------------------------------------------------------------------
@@ -197,7 +265,9 @@ class Args:
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         fields: dict[str, _Field] = {f.name: f for f in cls._fields}
-        for name, annotation in inspect.get_annotations(cls).items():
+        # The class's own annotations, as inspect.get_annotations(cls) gives them, without importing inspect (with
+        # ast, dis, tokenize...: ~1 MiB per `serve`, issue 10).
+        for name, annotation in cls.__dict__.get("__annotations__", {}).items():  # noqa: RUF063
             if name.startswith("_"):
                 continue
             text = str(annotation).replace(" ", "")
@@ -257,17 +327,20 @@ def declared_tool(
     scope: Scope,
     hints: Hints,
     args: type[ArgsT],
-    run: Callable[[ArgsT, CallContext], Awaitable[ToolOutput]],
+    run: Callable[[ArgsT, CallContext], ToolOutput | Awaitable[ToolOutput]],
     title: str | None = None,
     output_schema: Mapping[str, Any] | None = None,
+    quick: bool = False,
 ) -> Tool:
-    """A tool whose arguments are declared by an `Args` class: the schema comes from it and calls are validated."""
+    """A tool whose arguments are declared by an `Args` class: the schema comes from it and calls are validated
+    (before anything runs, on the calling thread, blocking and async handlers alike)."""
 
-    async def validated(raw: Mapping[str, Any], call: CallContext) -> ToolOutput:
+    def validated(raw: Mapping[str, Any], call: CallContext) -> ToolOutput | Awaitable[ToolOutput]:
         parsed: ArgsT = args.parse(raw, name)
-        return await run(parsed, call)
+        return run(parsed, call)
 
-    return Tool(name, description, scope, hints, args.json_schema(), validated, title, output_schema=output_schema)
+    return Tool(name, description, scope, hints, args.json_schema(), validated, title, output_schema=output_schema,
+                quick=quick)
 
 
 class Resource(NamedTuple):
@@ -284,10 +357,14 @@ class ToolSource(Protocol):
     """A family of tools (local, browser, Compass) whose list may change while the server runs.
 
     The server calls `tools()`/`resources()` whenever it lists them, so they must be cheap and answer at
-    once with what is known; a source calls the callback given to `subscribe` after its lists changed, and
-    the server then tells the clients. `run()` is started with the server, before any request is read, for
-    background work (connecting, registering, retrying), and cancelled when the server stops; it may
-    return at once.
+    once with what is known; a source calls the callback given to `subscribe` after its lists changed (from
+    any thread), and the server then tells the clients.
+
+    Background work (connecting, registering, retrying) is `run()`, a coroutine run on the server's
+    event-loop thread until the server stops. It is started only once `needs_running()` says there is
+    something to do (a native host to connect to, a Compass to register with): the catalog asks as the server
+    starts and then every couple of seconds, so a server with nothing to connect to never starts the loop.
+    `close()` is called once as the server stops, after `run()` (if it ran) was cancelled.
     """
 
     name: str
@@ -302,7 +379,13 @@ class ToolSource(Protocol):
 
     def subscribe(self, on_change: Callable[[], None]) -> None: ...
 
+    def needs_running(self) -> bool:
+        """Whether `run()` has work to do now; cheap (a directory listing at most), called from a timer thread."""
+        ...
+
     async def run(self) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class StaticSource:
@@ -325,5 +408,11 @@ class StaticSource:
     def subscribe(self, on_change: Callable[[], None]) -> None:
         return None  # nothing ever changes
 
+    def needs_running(self) -> bool:
+        return False
+
     async def run(self) -> None:
+        return None
+
+    def close(self) -> None:
         return None

@@ -8,7 +8,6 @@ stay listed (and explain how to connect a browser) while none is connected, even
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import logging
@@ -16,11 +15,8 @@ import os
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import anyio
 
 from mcp_bridge import __version__
 from mcp_bridge.scopes import Scope, ScopeError, parse_scope
@@ -83,17 +79,32 @@ def how_to_connect() -> str:
 
 
 
-@dataclass
-class _Host:
-    """One native host found in the runtime dir, and our connection to it if we have one."""
+class _LoopState:
+    """The source's asyncio primitives, made on the event-loop thread when its work first runs there (asyncio
+    is not loaded before: see `mcp_bridge.aio`)."""
 
-    address: HostAddress
-    client: HostClient | None = None
-    connected_at: float = 0.0
-    failures: int = 0
-    retry_at: float = 0.0
-    last_error: str | None = None
-    tab_ids: set[int] = field(default_factory=set)
+    def __init__(self) -> None:
+        import asyncio
+
+        self.scan_lock = asyncio.Lock()
+        self.wake = asyncio.Event()
+        self.scanned_once = asyncio.Event()
+
+
+class _Host:
+    """One native host found in the runtime dir, and our connection to it if we have one. A plain class, not a
+    dataclass: `serve` imports this module, and dataclasses would bring in inspect (~1.1 MiB per server: issue 10)."""
+
+    __slots__ = ("address", "client", "connected_at", "failures", "last_error", "retry_at", "tab_ids")
+
+    def __init__(self, address: HostAddress) -> None:
+        self.address = address
+        self.client: HostClient | None = None
+        self.connected_at = 0.0
+        self.failures = 0
+        self.retry_at = 0.0
+        self.last_error: str | None = None
+        self.tab_ids: set[int] = set()
 
     @property
     def label(self) -> str:
@@ -123,11 +134,7 @@ class BrowserSource:
         self._hosts: dict[HostAddress, _Host] = {}
         self._scan_problem: str | None = None
         self._subscribers: list[Callable[[], None]] = []
-        # asyncio's own primitives, not anyio's: the scan runs as the server starts, and the first use of an
-        # anyio primitive loads anyio's asyncio backend (~15 ms), which the first answers need not wait for.
-        self._scan_lock = asyncio.Lock()
-        self._wake = asyncio.Event()
-        self._scanned_once = asyncio.Event()
+        self._loop_state: _LoopState | None = None
         self._catalog: list[dict[str, Any]] = self._load_catalog()
         # The saved catalog is only a file on disk, which others than the extension can write: until a live
         # extension declares its tools again, every one of them needs `admin` (see _build_tools).
@@ -160,24 +167,41 @@ class BrowserSource:
             status["problem"] = self._why_none()
         return status
 
+    def needs_running(self) -> bool:
+        """Only once a native host is there to connect to: until then a scan would find nothing."""
+        return bool(self._discover())
+
     async def run(self) -> None:
+        import asyncio
+
+        import anyio
+
+        state = self._state()
         try:
             while True:
                 await self._scan()
-                self._scanned_once.set()
+                state.scanned_once.set()
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self._rescan_interval_s):
-                        await self._wake.wait()
-                self._wake = asyncio.Event()
+                        await state.wake.wait()
+                state.wake = asyncio.Event()
         finally:
             with anyio.CancelScope(shield=True):
                 for host in list(self._hosts.values()):
                     if host.client is not None:
                         await host.client.close()
 
+    def close(self) -> None:
+        return None  # the connections close as `run()` is cancelled
+
     async def ready(self) -> None:
         """Return once the first scan for hosts (and connecting to those found) has finished."""
-        await self._scanned_once.wait()
+        await self._state().scanned_once.wait()
+
+    def _state(self) -> _LoopState:
+        if self._loop_state is None:
+            self._loop_state = _LoopState()
+        return self._loop_state
 
     # -- discovery and connections -----------------------------------------------------------
 
@@ -185,18 +209,27 @@ class BrowserSource:
         hosts = [h for h in self._hosts.values() if h.client is not None and not h.client.closed]
         return sorted(hosts, key=lambda h: h.connected_at, reverse=True)
 
+    def _discover(self) -> list[HostAddress] | None:
+        """The live hosts in the runtime dir; None (and the problem, for `status`) when it cannot be read."""
+        try:
+            found = discover_hosts(self._run_dir)
+        except UnsafeRuntimeDir as exc:
+            self._scan_problem = str(exc)
+            return None
+        except OSError as exc:
+            self._scan_problem = f"cannot read the runtime dir {self._run_dir}: {exc}"
+            return None
+        self._scan_problem = None
+        return found
+
     async def _scan(self) -> None:
         """Find live hosts and connect to the ones we are not connected to (unless backing off)."""
-        async with self._scan_lock:
-            try:
-                found = await asyncio.to_thread(discover_hosts, self._run_dir)
-            except UnsafeRuntimeDir as exc:
-                self._scan_problem = str(exc)
+        import asyncio
+
+        async with self._state().scan_lock:
+            found = await asyncio.to_thread(self._discover)
+            if found is None:
                 return
-            except OSError as exc:
-                self._scan_problem = f"cannot read the runtime dir {self._run_dir}: {exc}"
-                return
-            self._scan_problem = None
             for address in set(self._hosts) - set(found):
                 host = self._hosts[address]
                 if host.client is None or host.client.closed:
@@ -233,7 +266,7 @@ class BrowserSource:
             host.tab_ids = set()
             log.info("%s closed the connection", host.label)
         self._refresh_catalog()
-        self._wake.set()  # a browser that restarts its host shows up at once, not at the next tick
+        self._state().wake.set()  # a browser that restarts its host shows up at once, not at the next tick
 
     def _why_none(self) -> str:
         if self._scan_problem:
@@ -410,6 +443,8 @@ class BrowserSource:
             host.tab_ids = {t["id"] for t in owned if isinstance(t.get("id"), int)}
             browser = {"host_pid": host.address.pid, "extension": host.extension_label()}
             tabs.extend({**t, "browser": browser} for t in owned)
+
+        import anyio
 
         async with anyio.create_task_group() as tg:
             for host in hosts:

@@ -15,13 +15,9 @@ import json
 import os
 import re
 import stat
-import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import anyio
+from typing import Any, NamedTuple
 
 from mcp_bridge.pathpolicy import PathPolicy
 from mcp_bridge.scopes import Scope
@@ -54,8 +50,7 @@ class ConfigRefused(ToolFailure):
     """The request names something these tools may not reach (400 on the HTTP door)."""
 
 
-@dataclass(frozen=True)
-class Entry:
+class Entry(NamedTuple):
     kind: str
     name: str
     path: Path
@@ -173,6 +168,8 @@ class ClaudeConfig:
         entry.path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
         self._no_links(entry.path, base)  # nothing swapped a link in while the directories were made
         existed = entry.path.exists()
+        import tempfile  # only a write needs it; not loaded while the server starts
+
         fd, name_ = tempfile.mkstemp(prefix=".cb-", suffix=".tmp", dir=entry.path.parent)
         temp = Path(name_)
         try:
@@ -232,9 +229,11 @@ def _output(result: Any) -> ToolOutput:
     return ToolOutput.text(json.dumps(result, indent=1), {"result": result})
 
 
-def _threaded(work: Callable[[Any], Any]) -> Callable[[Any, CallContext], Any]:
-    async def run(args: Any, call: CallContext) -> ToolOutput:
-        return _output(await anyio.to_thread.run_sync(work, args))
+def _blocking(work: Callable[[Any], Any]) -> Callable[[Any, CallContext], ToolOutput]:
+    """A handler for `work`, which only touches files: it runs on the server's worker thread as it is."""
+
+    def run(args: Any, call: CallContext) -> ToolOutput:
+        return _output(work(args))
 
     return run
 
@@ -249,19 +248,19 @@ def claude_config_tools(config: ClaudeConfig) -> list[Tool]:
     return [
         declared_tool(name="claude_config_list", title="List Claude Code configuration", scope=Scope.ADMIN,
                       hints=READ_ONLY, args=ListArgs, output_schema=_RESULT_SCHEMA,
-                      run=_threaded(lambda a: config.list(a.kind, a.project)),
+                      run=_blocking(lambda a: config.list(a.kind, a.project)),
                       description=f"List the entries of one kind. {_WHERE}"),
         declared_tool(name="claude_config_get", title="Read Claude Code configuration", scope=Scope.ADMIN,
                       hints=READ_ONLY, args=GetArgs, output_schema=_RESULT_SCHEMA,
-                      run=_threaded(lambda a: config.get(a.kind, a.name, a.project)),
+                      run=_blocking(lambda a: config.get(a.kind, a.name, a.project)),
                       description=f"Read one entry's text. {_WHERE}"),
         declared_tool(name="claude_config_put", title="Write Claude Code configuration", scope=Scope.ADMIN,
                       hints=write, args=PutArgs, output_schema=_RESULT_SCHEMA,
-                      run=_threaded(lambda a: config.put(a.kind, a.name, a.content, a.project)),
+                      run=_blocking(lambda a: config.put(a.kind, a.name, a.content, a.project)),
                       description=f"Create or replace one entry, atomically. {_WHERE}"),
         declared_tool(name="claude_config_delete", title="Delete Claude Code configuration", scope=Scope.ADMIN,
                       hints=write, args=GetArgs, output_schema=_RESULT_SCHEMA,
-                      run=_threaded(lambda a: config.delete(a.kind, a.name, a.project)),
+                      run=_blocking(lambda a: config.delete(a.kind, a.name, a.project)),
                       description=f"Delete one entry (a skill's other files stay). {_WHERE}"),
     ]
 

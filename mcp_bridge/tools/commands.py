@@ -20,18 +20,13 @@ import logging
 import os
 import secrets
 import signal
-import subprocess
 import sys
 import time
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
-
-import anyio
-from anyio.abc import ByteReceiveStream, Process
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from mcp_bridge import childenv
 from mcp_bridge.config import Limits
@@ -39,6 +34,12 @@ from mcp_bridge.pathpolicy import PathPolicy
 from mcp_bridge.scopes import Scope
 from mcp_bridge.selfguard import become_subreaper
 from mcp_bridge.tools.base import Args, CallContext, Hints, Tool, ToolFailure, ToolOutput, arg, declared_tool
+
+if TYPE_CHECKING:
+    from anyio.abc import ByteReceiveStream, Process
+
+# anyio and subprocess are imported by the coroutines that run a command, not here: every server builds the
+# tool list as it starts, and most never run a command. The handler runs on the server's event loop.
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +102,8 @@ class _Capture:
         return self._head.decode("utf-8", "replace") + middle + self._tail.decode("utf-8", "replace")
 
     async def drain(self, stream: ByteReceiveStream | None) -> None:
+        import anyio
+
         if stream is None:
             return
         try:
@@ -113,8 +116,7 @@ class _Capture:
 # -- the process tree (Linux) --------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Proc:
+class _Proc(NamedTuple):
     pid: int
     ppid: int
     pgid: int
@@ -157,18 +159,18 @@ def _environ_marker(pid: int) -> bytes | None:
     return next((item for item in environ.split(b"\0") if item.startswith(prefix)), None)
 
 
-@dataclass
 class _Tree:
     """One command's processes: found from its shell, its process group, and orphans carrying its marker."""
 
-    shell: int
-    marker: bytes
-    preexisting: frozenset[int]
-    """This process's children before the command started: never the command's, never reported."""
-    seen: set[int] = field(default_factory=set)
-    exited: set[int] = field(default_factory=set)
-    """Orphans of ours caught mid-exit: reaped here once they are zombies (nobody else waits for them: the only
-    children the server starts itself are the commands' shells, which _SHELLS keeps out)."""
+    def __init__(self, shell: int, marker: bytes, preexisting: frozenset[int]) -> None:
+        self.shell = shell
+        self.marker = marker
+        self.preexisting = preexisting
+        """This process's children before the command started: never the command's, never reported."""
+        self.seen: set[int] = set()
+        self.exited: set[int] = set()
+        """Orphans of ours caught mid-exit: reaped here once they are zombies (nobody else waits for them: the
+        only children the server starts itself are the commands' shells, which _SHELLS keeps out)."""
 
     def members(self, table: dict[int, _Proc]) -> set[int]:
         me = os.getpid()
@@ -254,6 +256,8 @@ async def _stop_tree(tree: _Tree) -> list[str]:
     survives even SIGKILL, or could not be attributed, is returned for the report."""
     if sys.platform == "win32":
         return []
+    import anyio
+
     grace_rounds = round(_GRACE_S / _POLL_S)
     termed: set[int] = set()
     previous: frozenset[int] | None = None
@@ -315,6 +319,8 @@ async def _stop_group(pgid: int) -> None:
     """SIGTERM to the group, SIGKILL to whatever outlives the grace."""
     if sys.platform == "win32" or not _member_alive(pgid):
         return
+    import anyio
+
     _signal_group(pgid, signal.SIGTERM)
     for _ in range(round(_GRACE_S / _POLL_S)):
         await anyio.sleep(_POLL_S)
@@ -362,6 +368,8 @@ class _Ender:
     def kill_now(self, process: Process) -> None:
         """Kill the command's whole tree at once, without awaiting (usable while the call is being cancelled)."""
         if sys.platform == "win32":
+            import subprocess
+
             subprocess.run(["taskkill", "/T", "/F", "/PID", str(process.pid)], capture_output=True, check=False)
         elif self.tree is not None:
             _kill_tree_now(self.tree)
@@ -372,8 +380,7 @@ class _Ender:
 # -- running ------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Result:
+class _Result(NamedTuple):
     exit_code: int
     timed_out: bool
     duration_s: float
@@ -387,17 +394,23 @@ class _Result:
 
 async def _wait(process: Process, started: float, limit_s: float, call: CallContext) -> bool:
     """Wait for the shell to exit, reporting progress about once a second; True if the time ran out."""
+    import anyio
+
     deadline = started + limit_s
     while (remaining := deadline - time.monotonic()) > 0:
         with anyio.move_on_after(min(_PROGRESS_EVERY_S, remaining)):
             await process.wait()
             return False
         elapsed = time.monotonic() - started
-        await call.report_progress(elapsed, limit_s, f"running for {elapsed:.0f} s (time limit {limit_s:g} s)")
+        call.report_progress(elapsed, limit_s, f"running for {elapsed:.0f} s (time limit {limit_s:g} s)")
     return True
 
 
 async def _execute(command: str, cwd: Path, limit_s: float, cap: int, call: CallContext) -> _Result:
+    import subprocess
+
+    import anyio
+
     stdout, stderr = _Capture(cap), _Capture(cap)
     ender, token = _Ender.before_start()
     started = time.monotonic()

@@ -2,9 +2,9 @@
 
 Every path goes through the `PathPolicy` before anything touches it, and is then opened beneath its root's
 directory descriptor without following any symlink (`PathPolicy.open`), so a swap after the check cannot lead
-out. The file work itself runs in a worker thread, so a large file or directory tree never holds up the
-server's other requests; only read_file of a small regular file runs on the event loop (see `_read_file`).
-A search is bounded in results, entries, depth and time, and stops when its call is cancelled.
+out. Each tool is a blocking handler: the server calls it on one of its worker threads, so a large file or
+directory tree holds up that thread only, never the server's other requests. A search is bounded in results,
+entries, depth and time, and stops when its call is cancelled (`CallContext.cancelled`).
 """
 
 from __future__ import annotations
@@ -17,15 +17,13 @@ import stat
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from bisect import bisect_left
+from collections.abc import Callable, Sequence
 from functools import partial
 from itertools import islice
 from operator import attrgetter
 from pathlib import Path
-from typing import BinaryIO, TypeVar
-
-import anyio
+from typing import BinaryIO, NamedTuple
 
 from mcp_bridge.beneath import Dir
 from mcp_bridge.config import Limits
@@ -35,6 +33,7 @@ from mcp_bridge.tools.base import (
     READ_ONLY,
     Args,
     CallContext,
+    Cancellation,
     Hints,
     Tool,
     ToolFailure,
@@ -42,13 +41,11 @@ from mcp_bridge.tools.base import (
     arg,
     declared_tool,
 )
-from mcp_bridge.tools.glob import Glob
+from mcp_bridge.tools.glob import Glob, NameTest
 from mcp_bridge.tools.tempfiles import TempJournal
 
 DEFAULT_LINES = 2000
 _CHUNK = 64 * 1024
-_INLINE_MAX = 256 * 1024
-"""read_file reads a regular file up to this size on the event loop, in one read (see _read_file)."""
 _GITIGNORE_MAX_CHARS = 1024 * 1024
 """More than any real .gitignore; bounds the memory a hostile one could take."""
 _GITIGNORE_MAX_RULES = 10_000
@@ -61,10 +58,9 @@ _MAX_DEPTH = 128
 _CHECK_EVERY = 256
 """A search looks at the clock and its cancel flag once per this many units of work: an entry visited is one,
 plus one per glob (exclude or .gitignore rule) it may be matched against, so many rules mean frequent checks."""
+_NAME = attrgetter("name")
 # Flags that do nothing where they do not exist (O_NONBLOCK is POSIX).
 _O_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
-
-ArgsT = TypeVar("ArgsT", bound=Args)
 
 _WRITE = Hints(read_only=False, destructive=True, idempotent=True)
 _EDIT = Hints(read_only=False, destructive=True, idempotent=False)
@@ -171,8 +167,9 @@ def _open_regular(policy: PathPolicy, real: Path, shown: str, purpose: str) -> t
     return os.fdopen(fd, "rb"), opened
 
 
-@dataclass(frozen=True)
-class _Window:
+# _Window is a NamedTuple and _Search a plain class, not dataclasses: `serve` imports this module, and dataclasses
+# would bring in inspect (~1.1 MiB private per server: issue 10).
+class _Window(NamedTuple):
     data: bytes
     """The requested lines exactly as stored, line endings included."""
     total: int | None
@@ -181,7 +178,7 @@ class _Window:
     """Lines follow the window."""
 
     @property
-    def count(self) -> int:
+    def lines(self) -> int:
         return self.data.count(b"\n") + (0 if not self.data or self.data.endswith(b"\n") else 1)
 
 
@@ -228,14 +225,20 @@ def _line_start(data: bytes, n: int) -> int:
     return pos
 
 
-def _read_small_window(f: BinaryIO, shown: str, *, offset: int, limit: int, limits: Limits) -> _Window:
-    """`_read_window` for a file of at most read_max_bytes, in one read instead of a readline per line.
+def _read_whole_window(f: BinaryIO, shown: str, *, size: int, offset: int, limit: int, limits: Limits) -> _Window:
+    """`_read_window` for a file of at most read_max_bytes (`size`, from its fstat), in one read instead of a
+    readline per line.
 
     Same result and same failures: with the whole file in hand, no window can exceed read_max_bytes, and a
-    NUL anywhere fails as the line-by-line scan (which reads to the end of a countable file) would. A file
-    that grew past read_max_bytes since its fstat goes the line-by-line way.
+    NUL anywhere fails as the line-by-line scan (which reads to the end of a countable file) would. Memory is
+    bounded alike (the line-by-line scan holds the window and the rest of the file). A file that grew past
+    read_max_bytes since its fstat goes the line-by-line way.
     """
-    data = f.read(limits.read_max_bytes + 1)
+    # Ask for the size it had (+1 to see growth), not for read_max_bytes: a read asks for a buffer of the
+    # size asked for, and a 2 MiB one per small read is an mmap and munmap per call.
+    data = f.read(size + 1)
+    if len(data) > size:
+        data += f.read(limits.read_max_bytes + 1 - len(data))
     if len(data) > limits.read_max_bytes:
         f.seek(0)
         return _read_window(f, shown, offset=offset, limit=limit, limits=limits, countable=True)
@@ -256,38 +259,22 @@ def _decode(data: bytes, shown: str, first_line: int) -> str:
         raise _not_text(shown, f"invalid UTF-8 at line {at}") from None
 
 
-async def _read_file(policy: PathPolicy, limits: Limits, args: ReadFileArgs, call: CallContext) -> ToolOutput:
-    """`read_file`, without the worker-thread hop (~150-200 µs, most of a small read's cost) for small files.
-
-    Resolving and opening run on the event loop: a `realpath`, a `stat`, an `open` and an `fstat`, each a
-    few µs on a local file system, and `_open_regular` only ever opens a regular file (O_NONBLOCK |
-    O_NOFOLLOW, then the same-inode check), never a FIFO or device whose open or read could block. A
-    regular file of at most _INLINE_MAX bytes is then read in one `read` (a few µs); a larger one is read
-    in a worker thread as before, so a big file never holds up other requests. The checks and the result
-    are the same either way. The trade-off: on a hung network mount those few calls would stall the whole
-    server rather than one worker thread.
-    """
+def _read_file(policy: PathPolicy, limits: Limits, args: ReadFileArgs, call: CallContext) -> ToolOutput:
     real = policy.resolve(args.path, must_exist=True)
     f, st = _open_regular(policy, real, args.path, "read_file")
     with f:
-        if st.st_size <= _INLINE_MAX:
-            return _read_opened(f, st, limits, args)
-        return await anyio.to_thread.run_sync(_read_opened, f, st, limits, args)
-
-
-def _read_opened(f: BinaryIO, st: os.stat_result, limits: Limits, args: ReadFileArgs) -> ToolOutput:
-    if st.st_size <= min(_INLINE_MAX, limits.read_max_bytes):
-        window = _read_small_window(f, args.path, offset=args.offset, limit=args.limit, limits=limits)
-    else:
-        window = _read_window(f, args.path, offset=args.offset, limit=args.limit, limits=limits,
-                              countable=st.st_size <= limits.read_max_bytes)
+        if st.st_size <= limits.read_max_bytes:
+            window = _read_whole_window(f, args.path, size=st.st_size, offset=args.offset, limit=args.limit,
+                                        limits=limits)
+        else:
+            window = _read_window(f, args.path, offset=args.offset, limit=args.limit, limits=limits, countable=False)
     text = _decode(window.data, args.path, args.offset)
     if window.total is not None and args.offset >= window.total and args.offset > 0:
         raise ToolFailure(f"offset {args.offset} is past the end of {args.path!r}, which has {window.total} "
                           f"line(s); use an offset below {window.total}")
     if window.total == 0:
         return ToolOutput.text(f"[{args.path} is empty]")
-    first, last = args.offset + 1, args.offset + window.count
+    first, last = args.offset + 1, args.offset + window.lines
     shown = f"line {first}" if first == last else f"lines {first}-{last}"
     of = f"{window.total}" if window.total is not None else f"a {st.st_size:,}-byte file"
     if window.more:
@@ -341,7 +328,7 @@ def _entry_line(held: Dir, entry: os.DirEntry[str]) -> dict[str, object] | None:
         return None
 
 
-def _list_directory(policy: PathPolicy, limits: Limits, args: ListDirectoryArgs) -> ToolOutput:
+def _list_directory(policy: PathPolicy, limits: Limits, args: ListDirectoryArgs, call: CallContext) -> ToolOutput:
     real = policy.resolve(args.path, must_exist=True)
     if not real.is_dir():
         raise ToolFailure(f"{args.path!r} is not a directory; use read_file to read a file")
@@ -353,14 +340,17 @@ def _list_directory(policy: PathPolicy, limits: Limits, args: ListDirectoryArgs)
         with policy.open_dir(real, shown=args.path, writing=False) as held, held.scandir() as it:
             hides = policy.hider(os.fspath(real))
             for entry in it:
-                if len(entries) + hidden == budget:
+                seen = len(entries) + hidden
+                if seen == budget:
                     more = True  # memory and time stay bounded however large the directory
                     break
+                if seen % _CHECK_EVERY == 0 and call.cancelled.is_set():
+                    raise ToolFailure("the call was cancelled")
                 if hides is not None and hides(entry.name):
                     hidden += 1
                 else:
                     entries.append(entry)
-            entries.sort(key=attrgetter("name"))
+            entries.sort(key=_NAME)
             cap = limits.search_max_results
             described = [d for d in (_entry_line(held, e) for e in entries[:cap]) if d is not None]
     except OSError as exc:
@@ -513,19 +503,6 @@ def _outer_ignores(policy: PathPolicy, base: Path, room: int = _GITIGNORE_MAX_RU
     return found
 
 
-@dataclass
-class _Frame:
-    held: Dir
-    real: str
-    entries: list[os.DirEntry[str]]
-    prefix: str
-    rules: tuple[_Ignore, ...]
-    hides: Callable[[str], bool] | None
-    cost: int
-    """Units of work per entry: the entry, and each glob it may be matched against."""
-    index: int = 0
-
-
 class _Stop(Exception):
     """A search budget ran out or the call was cancelled; `why` is what the note says."""
 
@@ -533,137 +510,189 @@ class _Stop(Exception):
         self.why = why
 
 
-@dataclass
+class _Full(Exception):
+    """max_results matches were found and there is one more: the walk ends, with more to find."""
+
+
 class _Search:
-    policy: PathPolicy
-    pattern: Glob
-    excludes: list[Glob]
-    gitignore: bool
-    max_results: int
-    max_entries: int
-    deadline: float
-    cancelled: threading.Event
-    matches: list[str] = field(default_factory=list)
-    unreadable: int = 0
-    protected: int = 0
-    too_deep: int = 0
-    entries: int = 0
-    """Entries visited."""
-    work: int = 0
-    """Units of work done (see _CHECK_EVERY)."""
-    rules_room: int = _GITIGNORE_MAX_RULES
-    """How many more .gitignore rules the search may load."""
-    listed: int = 0
-    """Entries listed (read from directories), visited or not yet: what search_max_entries bounds."""
-    stopped: str | None = None
-    """Why the walk stopped before its end (a budget or a cancel), if it did."""
+    """One search_files walk: depth-first, each directory's entries in name order, so the matches come out in
+    name order and a walk cut short by a budget returns a prefix of the whole answer."""
+
+    __slots__ = (
+        "by_name",
+        "cancelled",
+        "deadline",
+        "excludes",
+        "gitignore",
+        "hiding",
+        "listed",
+        "matches",
+        "max_entries",
+        "max_results",
+        "pattern",
+        "policy",
+        "protected",
+        "rules_room",
+        "stopped",
+        "too_deep",
+        "unreadable",
+        "work",
+    )
+
+    def __init__(self, policy: PathPolicy, pattern: Glob, excludes: list[Glob], gitignore: bool, max_results: int,
+                 max_entries: int, deadline: float, cancelled: Cancellation) -> None:
+        self.policy = policy
+        self.pattern = pattern
+        self.excludes = excludes
+        self.gitignore = gitignore
+        self.max_results = max_results
+        self.max_entries = max_entries
+        self.deadline = deadline
+        self.cancelled = cancelled
+        self.matches: list[str] = []
+        self.unreadable = 0
+        self.protected = 0
+        self.too_deep = 0
+        self.work = 0
+        """Units of work done (see _CHECK_EVERY)."""
+        self.rules_room = _GITIGNORE_MAX_RULES
+        """How many more .gitignore rules the search may load."""
+        self.listed = 0
+        """Entries listed (read from directories), visited or not yet: what search_max_entries bounds."""
+        self.stopped: str | None = None
+        """Why the walk stopped before its end (a budget or a cancel), if it did."""
+        self.by_name: NameTest | None = pattern.plain_name
+        """The name test of a `**/<name>` pattern without `?` or classes (`*.py`), for the fast path (see `_dir`)."""
+        self.hiding = True
+        """Whether any directory of the walk may hold a protected entry: most searched trees hold none, and then no
+        directory need be asked (`PathPolicy.hider`)."""
 
     def run(self, base: Dir, real: Path) -> bool:
-        """Walk `base` (the directory `real`) depth-first in name order; True if it stopped at max_results with
-        more to find."""
-        stack: list[_Frame] = []
+        """Walk `base` (the directory `real`); True if it stopped at max_results with more to find."""
+        self.hiding = self.policy.protection.holds_any_below(base.path)
         try:
             outer = _outer_ignores(self.policy, real, self.rules_room) if self.gitignore else []
             self.rules_room -= sum(len(rule.rules) for rule in outer)
-            first = self._frame(base, "", tuple(outer))
-            if first is not None:
-                stack.append(first)
-            return self._walk(stack)
+            self._dir(base, "", tuple(outer), 1)
+        except _Full:
+            return True
         except _Stop as stop:
             self.stopped = stop.why
-            return False
-        finally:
-            for frame in stack[1:]:
-                frame.held.close()
-
-    def _walk(self, stack: list[_Frame]) -> bool:
-        while stack:
-            frame = stack[-1]
-            if frame.index == len(frame.entries):
-                if len(stack) > 1:
-                    frame.held.close()
-                stack.pop()
-                continue
-            entry = frame.entries[frame.index]
-            frame.index += 1
-            self.entries += 1
-            before = self.work
-            self.work += frame.cost
-            if self.work // _CHECK_EVERY != before // _CHECK_EVERY:
-                self._check()
-            # d_type answers this without a stat; a symlinked directory is not a directory here, so it is
-            # never entered and the walk cannot leave the roots through it.
-            is_dir = entry.is_dir(follow_symlinks=False)
-            rel = frame.prefix + entry.name
-            if is_dir and entry.name == ".git":
-                continue
-            if frame.hides is not None and frame.hides(entry.name):
-                self.protected += 1
-                continue
-            if self.excludes and any(g.matches(rel, is_dir) for g in self.excludes):
-                continue
-            hit = self.pattern.matches(rel, is_dir)
-            if (hit or is_dir) and self.gitignore and _ignored(frame.rules, rel, is_dir):
-                continue
-            if hit:
-                if len(self.matches) == self.max_results:
-                    return True
-                self.matches.append(_printable(rel + "/" if is_dir else rel))
-            if is_dir and self.pattern.may_contain(rel):
-                if len(stack) >= _MAX_DEPTH:
-                    self.too_deep += 1
-                    continue
-                try:
-                    # O_NOFOLLOW: a directory swapped for a symlink since it was listed is not entered.
-                    held = frame.held.child(entry.name)
-                except OSError:
-                    self.unreadable += 1
-                    continue
-                child: _Frame | None = None
-                try:
-                    child = self._frame(held, rel + "/", frame.rules, frame.real + os.sep + entry.name)
-                finally:
-                    if child is None:
-                        held.close()  # unreadable, or a budget ran out while reading it
-                if child is not None:
-                    stack.append(child)
         return False
 
-    def _check(self) -> None:
-        # The entry budget needs no check here: _frame refuses a directory that would take the walk past it.
-        if self.cancelled.is_set():
-            raise _Stop("the call was cancelled")
-        if time.monotonic() > self.deadline:
-            raise _Stop("it ran for search_timeout_s")
-
-    def _frame(self, held: Dir, prefix: str, rules: tuple[_Ignore, ...], real: str | None = None) -> _Frame | None:
+    def _dir(self, held: Dir, prefix: str, rules: tuple[_Ignore, ...], depth: int) -> None:
+        """Search the directory `held` (at `depth`, the searched one being 1), whose entries' paths relative to
+        the searched directory start with `prefix`, under the .gitignore `rules` of the directories above."""
         room = self.max_entries - self.listed
         try:
             with held.scandir() as it:
                 entries = list(islice(it, room + 1))
         except OSError:
             self.unreadable += 1
-            return None
+            return
         if len(entries) > room:
             # Every entry listed counts, visited or not: listing is the work (and the memory) being bounded.
             raise _Stop(f"it reached search_max_entries ({self.max_entries:,} entries listed)")
         self.listed += len(entries)
-        entries.sort(key=attrgetter("name"))
-        if self.gitignore:
-            for entry in entries:
-                if entry.name == ".gitignore" and entry.is_file(follow_symlinks=False):
-                    rule = _load_ignore(self.policy, held, Path(held.path, ".gitignore"), "", len(prefix),
-                                        self.rules_room)
-                    if rule is not None:
-                        rules = (*rules, rule)
-                        self.rules_room -= len(rule.rules)
-                    break
-        real = real if real is not None else held.path
+        entries.sort(key=_NAME)
+        # Most directories hold only names that sort after ".gitignore": one comparison tells.
+        if self.gitignore and entries and entries[0].name <= ".gitignore":
+            at = bisect_left(entries, ".gitignore", key=_NAME)
+            if at < len(entries) and entries[at].name == ".gitignore" and entries[at].is_file(follow_symlinks=False):
+                rule = _load_ignore(self.policy, held, Path(held.path, ".gitignore"), "", len(prefix),
+                                    self.rules_room)
+                if rule is not None:
+                    rules = (*rules, rule)
+                    self.rules_room -= len(rule.rules)
+        hides = self.policy.hider(held.path) if self.hiding else None
+        if self.by_name is None or rules or hides is not None or self.excludes:
+            self._each(held, entries, prefix, rules, hides, depth)
+            return
+        # The fast path, where nearly every search spends its time: a `**/<name>` pattern (`*.py`) in a directory
+        # where no .gitignore rule, exclude or protected entry applies. An entry's name alone decides, by a few
+        # string comparisons (no relative path is built for an entry that does not match), and each entry is one
+        # unit of work, so the clock and the cancel flag are looked at once per directory, before its entries.
+        # `test_the_name_only_fast_path_agrees_with_the_general_walk` holds it to `_each`'s answers.
+        before = self.work
+        self.work += len(entries)
+        if self.work // _CHECK_EVERY != before // _CHECK_EVERY:
+            self._check()
+        head, tail, least, most = self.by_name
+        files_too = not self.pattern.dirs_only
+        matches = self.matches
+        for entry in entries:
+            name = entry.name
+            # d_type answers this without a stat; a symlinked directory is not a directory here, so it is never
+            # entered and the walk cannot leave the roots through it.
+            if entry.is_dir(follow_symlinks=False):
+                if name == ".git":
+                    continue
+                rel = prefix + name
+                if name.endswith(tail) and least <= len(name) <= most and name.startswith(head):
+                    if len(matches) == self.max_results:
+                        raise _Full
+                    matches.append(rel + "/" if rel.isascii() else _printable(rel + "/"))
+                self._enter(held, name, rel, rules, depth)
+            elif files_too and name.endswith(tail) and least <= len(name) <= most and name.startswith(head):
+                if len(matches) == self.max_results:
+                    raise _Full
+                rel = prefix + name
+                matches.append(rel if rel.isascii() else _printable(rel))
+
+    def _each(self, held: Dir, entries: list[os.DirEntry[str]], prefix: str, rules: tuple[_Ignore, ...],
+              hides: Callable[[str], bool] | None, depth: int) -> None:
+        """`_dir`'s entries, each tested against every rule that may apply to it."""
         cost = 1 + len(self.excludes) + sum(len(rule.rules) for rule in rules)
-        return _Frame(held, real, entries, prefix, rules, self.policy.hider(real), cost)
+        for entry in entries:
+            before = self.work
+            self.work += cost
+            if self.work // _CHECK_EVERY != before // _CHECK_EVERY:
+                self._check()
+            name = entry.name
+            is_dir = entry.is_dir(follow_symlinks=False)  # no stat, no symlink followed (see `_dir`)
+            if is_dir and name == ".git":
+                continue
+            if hides is not None and hides(name):
+                self.protected += 1
+                continue
+            rel = prefix + name
+            if self.excludes and any(g.matches(rel, is_dir) for g in self.excludes):
+                continue
+            hit = self.pattern.matches(rel, is_dir)
+            if (hit or is_dir) and rules and _ignored(rules, rel, is_dir):
+                continue
+            if hit:
+                if len(self.matches) == self.max_results:
+                    raise _Full
+                self.matches.append(_printable(rel + "/" if is_dir else rel))
+            if is_dir and self.pattern.may_contain(rel):
+                self._enter(held, name, rel, rules, depth)
+
+    def _enter(self, held: Dir, name: str, rel: str, rules: tuple[_Ignore, ...], depth: int) -> None:
+        """Search the subdirectory `name` of `held` (at `depth`), whose path relative to the searched one is `rel`."""
+        if depth >= _MAX_DEPTH:
+            self.too_deep += 1
+            return
+        try:
+            # O_NOFOLLOW: a directory swapped for a symlink since it was listed is not entered.
+            child = held.child(name)
+        except OSError:
+            self.unreadable += 1
+            return
+        try:
+            self._dir(child, rel + "/", rules, depth + 1)
+        finally:
+            child.close()  # however the walk below ends: a search holds one descriptor per level at most
+
+    def _check(self) -> None:
+        # The entry budget needs no check here: _dir refuses a directory that would take the walk past it.
+        if self.cancelled.is_set():
+            raise _Stop("the call was cancelled")
+        if time.monotonic() > self.deadline:
+            raise _Stop("it ran for search_timeout_s")
 
 
-def _search_files(policy: PathPolicy, limits: Limits, args: SearchFilesArgs, cancelled: threading.Event) -> ToolOutput:
+def _search_files(policy: PathPolicy, limits: Limits, args: SearchFilesArgs, call: CallContext) -> ToolOutput:
     real = policy.resolve(args.path, must_exist=True)
     if not real.is_dir():
         raise ToolFailure(f"{args.path!r} is not a directory; search_files searches a directory tree — give "
@@ -674,39 +703,42 @@ def _search_files(policy: PathPolicy, limits: Limits, args: SearchFilesArgs, can
                           "combine them (`*.log` rather than each name), or search a narrower path")
     search = _Search(policy, Glob.compile(args.pattern), [Glob.compile(e) for e in args.exclude],
                      args.respect_gitignore, cap, limits.search_max_entries,
-                     time.monotonic() + limits.search_timeout_s, cancelled)
+                     time.monotonic() + limits.search_timeout_s, call.cancelled)
     try:
         with policy.open_dir(real, shown=args.path, writing=False) as base:
             truncated = search.run(base, real)
     except OSError as exc:
         raise _os_failure(f"searching {args.path!r}", exc) from None
-    lines = list(search.matches)
+    notes: list[str] = []
     if search.stopped:
-        lines.append(f"[stopped early: {search.stopped}; these {len(search.matches)} matches come from the part "
+        notes.append(f"stopped early: {search.stopped}; these {len(search.matches)} matches come from the part "
                      "walked, in name order — narrow the path or the pattern, add excludes, or ask the user to "
-                     "raise the limit under [limits] in config.toml]")
+                     "raise the limit under [limits] in config.toml")
     elif truncated:
-        lines.append(f"[first {cap} matches in name order; more exist — narrow the pattern or the path"
+        notes.append(f"first {cap} matches in name order; more exist — narrow the pattern or the path"
                      + ("" if cap == limits.search_max_results else f", or raise max_results (up to "
-                        f"{limits.search_max_results})") + "]")
+                        f"{limits.search_max_results})"))
     elif search.matches:
-        lines.append(f"[{len(search.matches)} match{'es' if len(search.matches) != 1 else ''} under {real}]")
+        notes.append(f"{len(search.matches)} match{'es' if len(search.matches) != 1 else ''} under {real}")
     else:
         hidden = ", files excluded by .gitignore (pass respect_gitignore=false to include them)" \
             if args.respect_gitignore else ""
-        lines.append(f"[nothing under {real} matches {args.pattern!r}; searched every name except .git"
-                     f"{hidden} and your excludes]")
+        notes.append(f"nothing under {real} matches {args.pattern!r}; searched every name except .git"
+                     f"{hidden} and your excludes")
     if search.unreadable:
-        lines.append(f"[{search.unreadable} director{'y' if search.unreadable == 1 else 'ies'} could not be "
-                     "read (no permission, or changed during the search) and were skipped]")
+        notes.append(f"{search.unreadable} director{'y' if search.unreadable == 1 else 'ies'} could not be "
+                     "read (no permission, or changed during the search) and were skipped")
     if search.too_deep:
-        lines.append(f"[{search.too_deep} director{'y' if search.too_deep == 1 else 'ies'} deeper than {_MAX_DEPTH} "
-                     "levels were not entered; search from a deeper path]")
+        notes.append(f"{search.too_deep} director{'y' if search.too_deep == 1 else 'ies'} deeper than {_MAX_DEPTH} "
+                     "levels were not entered; search from a deeper path")
     if search.protected:
-        lines.append(f"[{search.protected} protected entr{'y' if search.protected == 1 else 'ies'} left out: no "
-                     "tool may read them (see docs/SECURITY.md)]")
-    return ToolOutput.text("\n".join(lines), {"path": str(real), "matches": search.matches,
-                                              "truncated": truncated or search.stopped is not None})
+        notes.append(f"{search.protected} protected entr{'y' if search.protected == 1 else 'ies'} left out: no "
+                     "tool may read them (see docs/SECURITY.md)")
+    # The notes travel inside the structured result, so its JSON text (the server sends it as the first block)
+    # says everything: no second block repeating every path, which doubled a large answer and what the
+    # agent has to read.
+    return ToolOutput([], {"path": str(real), "matches": search.matches,
+                           "truncated": truncated or search.stopped is not None, "notes": notes})
 
 
 # -- writing ------------------------------------------------------------------------------------
@@ -784,7 +816,7 @@ def _existing_mode(held: Dir, name: str, shown: str, purpose: str) -> int | None
     return stat.S_IMODE(st.st_mode)
 
 
-def _write_file(policy: PathPolicy, journal: TempJournal, args: WriteFileArgs) -> ToolOutput:
+def _write_file(policy: PathPolicy, journal: TempJournal, args: WriteFileArgs, call: CallContext) -> ToolOutput:
     real = policy.resolve(args.path, must_exist=False)
     data = _utf8(args.content, "content")
     try:
@@ -829,7 +861,8 @@ def _occurrences(text: str, needle: str) -> int:
     return count
 
 
-def _edit_file(policy: PathPolicy, limits: Limits, journal: TempJournal, args: EditFileArgs) -> ToolOutput:
+def _edit_file(policy: PathPolicy, limits: Limits, journal: TempJournal, args: EditFileArgs,
+               call: CallContext) -> ToolOutput:
     real = policy.resolve(args.path, must_exist=True, writing=True)
     before, st = _read_whole_text(policy, real, args.path, limits, "edit_file")
     found = _occurrences(before, args.old_text)
@@ -861,29 +894,6 @@ def _edit_file(policy: PathPolicy, limits: Limits, journal: TempJournal, args: E
 # -- the tools ----------------------------------------------------------------------------------
 
 
-def _in_thread(work: Callable[[ArgsT], ToolOutput]) -> Callable[[ArgsT, CallContext], Awaitable[ToolOutput]]:
-    async def run(args: ArgsT, call: CallContext) -> ToolOutput:
-        return await anyio.to_thread.run_sync(work, args)
-
-    return run
-
-
-def _cancellable(work: Callable[[ArgsT, threading.Event], ToolOutput]
-                 ) -> Callable[[ArgsT, CallContext], Awaitable[ToolOutput]]:
-    """Run `work` in a worker thread that stops soon after the call is cancelled (or its client leaves).
-
-    The await returns at once on cancellation; the flag then tells the thread, which checks it as it walks.
-    """
-    async def run(args: ArgsT, call: CallContext) -> ToolOutput:
-        cancelled = threading.Event()
-        try:
-            return await anyio.to_thread.run_sync(work, args, cancelled, abandon_on_cancel=True)
-        finally:
-            cancelled.set()
-
-    return run
-
-
 _LISTING_SCHEMA = {
     "type": "object",
     "properties": {
@@ -908,8 +918,11 @@ _SEARCH_SCHEMA = {
         "path": {"type": "string"},
         "matches": {"type": "array", "items": {"type": "string"}, "description": "relative to path"},
         "truncated": {"type": "boolean"},
+        "notes": {"type": "array", "items": {"type": "string"},
+                  "description": "what to know about the answer: the count, why it stopped or is cut, what was "
+                  "skipped, and what to do about it"},
     },
-    "required": ["path", "matches", "truncated"],
+    "required": ["path", "matches", "truncated", "notes"],
 }
 _WRITE_SCHEMA = {
     "type": "object",
@@ -934,7 +947,7 @@ def file_tools(policy: PathPolicy, limits: Limits, journal: TempJournal | None =
     return [
         declared_tool(
             name="read_file", title="Read a text file", scope=Scope.READ, hints=READ_ONLY, args=ReadFileArgs,
-            run=partial(_read_file, policy, limits),
+            run=partial(_read_file, policy, limits), quick=True,
             description=f"Read a UTF-8 text file. Returns lines offset..offset+limit (default the first "
             f"{DEFAULT_LINES}) exactly as stored, without line numbers; when lines are left out, a final "
             "bracketed note says which were shown and the offset to continue from. One call returns at most "
@@ -943,15 +956,15 @@ def file_tools(policy: PathPolicy, limits: Limits, journal: TempJournal | None =
         ),
         declared_tool(
             name="list_directory", title="List a directory", scope=Scope.READ, hints=READ_ONLY,
-            args=ListDirectoryArgs, run=_in_thread(partial(_list_directory, policy, limits)),
-            output_schema=_LISTING_SCHEMA,
+            args=ListDirectoryArgs, run=partial(_list_directory, policy, limits),
+            output_schema=_LISTING_SCHEMA, quick=True,
             description="List a directory's entries sorted by name, each with its type (file, dir, symlink "
             "with its target, other) and size in bytes for files. Symlinks are shown, not followed. At most "
             f"{limits.search_max_results} entries. {paths}",
         ),
         declared_tool(
             name="search_files", title="Find files by name", scope=Scope.READ, hints=READ_ONLY,
-            args=SearchFilesArgs, run=_cancellable(partial(_search_files, policy, limits)),
+            args=SearchFilesArgs, run=partial(_search_files, policy, limits),
             output_schema=_SEARCH_SCHEMA,
             description="Find files and directories under `path` whose path matches a glob; returns paths "
             "relative to `path` in name order (directories end in '/'). Glob rules: `*` and `?` match within "
@@ -964,7 +977,7 @@ def file_tools(policy: PathPolicy, limits: Limits, journal: TempJournal | None =
         ),
         declared_tool(
             name="write_file", title="Write a file", scope=Scope.WRITE, hints=_WRITE, args=WriteFileArgs,
-            run=_in_thread(partial(_write_file, policy, journal)), output_schema=_WRITE_SCHEMA,
+            run=partial(_write_file, policy, journal), output_schema=_WRITE_SCHEMA, quick=True,
             description="Create a file or replace its whole content (UTF-8), atomically: readers see the old or "
             "the new content, never a mix, and an existing file keeps its permissions. The parent directory must "
             "exist unless create_dirs is true. Refuses to write through a symlink that leads outside the roots. "
@@ -972,7 +985,7 @@ def file_tools(policy: PathPolicy, limits: Limits, journal: TempJournal | None =
         ),
         declared_tool(
             name="edit_file", title="Edit a file", scope=Scope.WRITE, hints=_EDIT, args=EditFileArgs,
-            run=_in_thread(partial(_edit_file, policy, limits, journal)),
+            run=partial(_edit_file, policy, limits, journal), quick=True,
             description="Replace one exact occurrence of old_text with new_text in a UTF-8 file and return the "
             "change as a unified diff. Fails, changing nothing, when old_text is missing or occurs more than "
             "once (then include more surrounding lines). dry_run shows the diff without writing. The write is "

@@ -10,9 +10,9 @@ algorithm one level up, `**` playing the part of `*`, each (segment, component) 
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from mcp_bridge.tools.failure import ToolFailure
 
@@ -32,16 +32,16 @@ STAR = _Star()
 ANY = _Any()
 
 
-@dataclass(frozen=True)
-class _Class:
-    """`[...]`: one character from (or, negated, not from) a set of characters and ranges."""
+class _Class(NamedTuple):
+    """`[...]`: one character from (or, negated, not from) a set of characters and ranges. A NamedTuple rather than a
+    frozen dataclass: `serve` imports this module, and dataclasses would bring in inspect (issue 10)."""
 
     negated: bool
     chars: frozenset[str]
     ranges: tuple[tuple[str, str], ...]
 
-    def __contains__(self, c: object) -> bool:
-        assert isinstance(c, str)
+    def holds(self, c: str) -> bool:
+        # A method, not __contains__: `c in` a tuple would read as a test of its fields.
         found = c in self.chars or any(lo <= c <= hi for lo, hi in self.ranges)
         return found != self.negated
 
@@ -96,6 +96,16 @@ def _tokens(segment: str) -> tuple[_Token, ...]:
     return tuple(out)
 
 
+class NameTest(NamedTuple):
+    """A plain name pattern as string tests: a name matches when it starts with `head`, ends with `tail` and
+    has `least` to `most` characters (`*.py`: "", ".py", 3, any; `.env`: ".env", "", 4, 4)."""
+
+    head: str
+    tail: str
+    least: int
+    most: int
+
+
 class _Segment:
     """One name's worth of a glob, with shortcuts for the shapes nearly every pattern has."""
 
@@ -109,6 +119,16 @@ class _Segment:
                      "".join(t for t in self.tokens[stars[0] + 1 :] if isinstance(t, str))) \
             if plain and stars else None
 
+    @property
+    def plain(self) -> NameTest | None:
+        """This segment as string tests when it has no `?`, no class and at most one `*`, else None."""
+        if self.exact is not None:
+            return NameTest(self.exact, "", len(self.exact), len(self.exact))
+        if self.ends is not None:
+            head, tail = self.ends
+            return NameTest(head, tail, len(head) + len(tail), sys.maxsize)
+        return None
+
     def match(self, name: str, counter: list[int]) -> bool:
         if self.exact is not None:
             return name == self.exact
@@ -119,7 +139,7 @@ class _Segment:
 
 
 def _char_matches(token: object, c: str) -> bool:
-    return token is ANY or token == c or (isinstance(token, _Class) and c in token)
+    return token is ANY or token == c or (isinstance(token, _Class) and token.holds(c))
 
 
 def _greedy(tokens: Sequence[object], items: Sequence[str], matches: Callable[[Any, str], bool],
@@ -209,6 +229,13 @@ class Glob:
         if self._fixed_depth and len(names) >= len(self._head):
             return False  # what is inside is deeper than every match
         return all(segment.match(name, self.work) for segment, name in zip(self._head, names, strict=False))
+
+    @property
+    def plain_name(self) -> NameTest | None:
+        """For a `**/<name>` pattern whose name has no `?`, no class and at most one `*` (`*.py`, `test_*`,
+        `.env`): the test of a path's last name, which decides the whole match (with `dirs_only`); else None.
+        Nearly every search is such a pattern, and its walk need not build or match whole paths."""
+        return self._name_only.plain if self._name_only is not None else None
 
     @property
     def exact_name(self) -> str | None:

@@ -12,7 +12,7 @@ import pytest
 
 from mcp_bridge.pathpolicy import PathPolicy
 from mcp_bridge.scopes import Scope
-from mcp_bridge.tools.base import CallContext
+from mcp_bridge.tools.base import CallContext, ToolOutput
 from mcp_bridge.tools.claude_config import ClaudeConfig, ConfigNotFound, ConfigRefused, claude_config_source
 from tests.doors.harness import Doors
 from tests.support.messages_api import MessagesApi
@@ -89,15 +89,16 @@ def test_links_and_projects_outside_the_roots_are_refused(config: ClaudeConfig, 
     assert list(elsewhere.iterdir()) == []
 
 
-@pytest.mark.anyio
-async def test_the_mcp_tools_need_admin(home: Path) -> None:
+def test_the_mcp_tools_need_admin(home: Path) -> None:
     source = claude_config_source(PathPolicy([home / "project"]))
     tools = {t.name: t for t in source.tools()}
     assert set(tools) == {"claude_config_list", "claude_config_get", "claude_config_put", "claude_config_delete"}
     assert {t.scope for t in tools.values()} == {Scope.ADMIN}
     project = str(home / "project")
-    out = await tools["claude_config_put"].run({"kind": "rules", "name": "style", "content": "Tabs.",
-                                                "project": project}, CallContext(key_name="admin"))
+    # A blocking handler (the work is files only): it answers on the calling thread, no event loop needed.
+    out = tools["claude_config_put"].run({"kind": "rules", "name": "style", "content": "Tabs.",
+                                          "project": project}, CallContext(key_name="admin"))
+    assert isinstance(out, ToolOutput)
     assert out.structured is not None and out.structured["result"]["created"] is True
     assert (home / "project" / ".claude" / "rules" / "style.md").read_text() == "Tabs."
 

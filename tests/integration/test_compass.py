@@ -425,6 +425,15 @@ def test_not_configured_offers_nothing_and_says_how(tmp_path: Path) -> None:
     anyio.run(source.run)  # returns at once: nothing to do
 
 
+def test_only_a_configured_compass_asks_to_be_run(compass: CompassContractServer, tmp_path: Path) -> None:
+    paths = StatePaths(tmp_path / "c", tmp_path / "d", tmp_path / "l", tmp_path / "r")
+    # Built outside any event loop, as the server builds it: nothing of anyio's is made before `run()`.
+    assert make_source(compass, new_key(compass), tmp_path).needs_running() is True
+    assert CompassSource.from_environment(paths, CompassSettings(), environ={}).needs_running() is False
+    unusable = {"COMPASS_URL": "http://compass.example.com", "COMPASS_API_KEY": "ck_" + "a" * 40}
+    assert CompassSource.from_environment(paths, CompassSettings(), environ=unusable).needs_running() is False
+
+
 def test_an_unusable_configuration_is_reported_not_raised(tmp_path: Path) -> None:
     paths = StatePaths(tmp_path / "c", tmp_path / "d", tmp_path / "l", tmp_path / "r")
     key = "ck_" + "a" * 40

@@ -21,7 +21,7 @@ from ruamel.yaml import YAML
 from mcp_bridge.install import HOST_NAME, jsonc, manifests
 from mcp_bridge.install.clients import CLIENT_LABELS, cli_command, file_client
 from mcp_bridge.install.installer import Installer, Selection
-from mcp_bridge.install.layouts import OS, Platform
+from mcp_bridge.install.places import OS, Platform
 from mcp_bridge.install.plan import Action, InstallError, Op, Plan
 from mcp_bridge.install.registry import Hive, MemoryRegistry
 from mcp_bridge.keys import KeyStore
@@ -77,13 +77,14 @@ class World:
         return plan
 
     def snapshot(self) -> dict[str, tuple[int, bytes | None]]:
-        """Every file and directory (mode and content), except the key store, whose bytes change with any use."""
+        """Every file and directory (mode and content), except the key store and the usage log, whose bytes change
+        with any use."""
         found: dict[str, tuple[int, bytes | None]] = {}
         for base in (self.home, self.root, self.tmp / "state"):
             for dirpath, dirnames, filenames in os.walk(base):
                 for name in dirnames + filenames:
                     path = Path(dirpath) / name
-                    if path.name.startswith("bridge.sqlite3"):
+                    if path.name.startswith(("bridge.sqlite3", "keys.sqlite3")):
                         continue
                     found[str(path)] = (path.stat().st_mode, path.read_bytes() if path.is_file() else None)
         return found
@@ -608,7 +609,7 @@ def _cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 def _tree(root: Path) -> dict[str, bytes | None]:
     return {str(p): (p.read_bytes() if p.is_file() else None) for p in sorted(root.rglob("*"))
-            if not p.name.startswith("bridge.sqlite3")}
+            if not p.name.startswith(("bridge.sqlite3", "keys.sqlite3"))}
 
 
 def test_cli_dry_run_changes_nothing_and_bad_input_is_refused(tmp_path: Path) -> None:

@@ -1,5 +1,5 @@
-"""A damaged store — bridge.sqlite3 garbage or a directory, key-secret truncated — gets a clear message naming
-the file and the fix from every command, never a traceback; `serve` keeps answering and explains."""
+"""A damaged store — keys.sqlite3 or bridge.sqlite3 garbage or a directory, key-secret truncated — gets a clear
+message naming the file and the fix from every command, never a traceback; `serve` keeps answering and explains."""
 
 from __future__ import annotations
 
@@ -17,13 +17,14 @@ from tests.support.bridge import cli, create_key
 from tests.support.stdio_client import serve_process
 
 
-def break_database(how: str) -> Path:
+def break_database(how: str, which: str = "database") -> Path:
     paths = state_paths().ensure()
-    database = paths.database
+    database: Path = getattr(paths, which)
     if how == "garbage":
         database.write_bytes(os.urandom(4096))
     elif how == "pages":  # a valid header and schema, every later page overwritten
         cli(paths.config_dir.parent, "keys", "create", "--name", "x")
+        cli(paths.config_dir.parent, "usage")
         with database.open("r+b") as f:
             size = f.seek(0, os.SEEK_END)
             f.seek(4096)
@@ -44,7 +45,7 @@ def break_secret() -> Path:
 @pytest.mark.parametrize("command", [("keys", "list"), ("keys", "create", "--name", "x"), ("keys", "revoke", "x"),
                                      ("usage",), ("usage", "--json")])
 def test_cli_commands_explain_a_damaged_database(bridge_home: Path, how: str, command: tuple[str, ...]) -> None:
-    database = break_database(how)
+    database = break_database(how, "keys_database" if command[0] == "keys" else "database")
     done = cli(bridge_home, *command, check=False)
     assert done.returncode != 0
     assert "Traceback" not in done.stderr
@@ -70,11 +71,20 @@ def test_doctor_names_the_damaged_files(bridge_home: Path) -> None:
     assert done.returncode == 1
 
 
-@pytest.mark.parametrize("broken", ["database", "secret"])
+def test_doctor_names_a_damaged_key_store(bridge_home: Path) -> None:
+    keys = break_database("garbage", "keys_database")
+    done = cli(bridge_home, "doctor", "--json", check=False)
+    assert "Traceback" not in done.stderr
+    failed = {c["area"]: c["detail"] for c in json.loads(done.stdout)["checks"] if c["status"] == "fail"}
+    assert str(keys) in failed["key store"] and "mv " in failed["key store"]
+    assert done.returncode == 1
+
+
+@pytest.mark.parametrize("broken", ["database", "keys_database", "secret"])
 @pytest.mark.parametrize("with_key", [False, True])
 def test_serve_keeps_answering_and_explains(bridge_home: Path, tmp_path: Path, broken: str, with_key: bool) -> None:
     key = create_key(bridge_home, "admin", "admin")["key"] if with_key else None
-    damaged = break_database("garbage") if broken == "database" else break_secret()
+    damaged = break_secret() if broken == "secret" else break_database("garbage", broken)
     with serve_process(bridge_home, "legacy", roots=[tmp_path], key=key) as client:
         client.open()
         assert client.tool_names() == {"bridge_status"}
@@ -82,7 +92,7 @@ def test_serve_keeps_answering_and_explains(bridge_home: Path, tmp_path: Path, b
             result = client.call_tool(tool, {"path": "."} if tool != "bridge_status" else {})
             text = result["content"][0]["text"]
             assert result.get("isError") and str(damaged) in text
-            assert ("mv " if broken == "database" else "rm ") in text
+            assert ("rm " if broken == "secret" else "mv ") in text
         assert client.process.poll() is None
     assert client.process.returncode == 0
     assert "Traceback" not in (bridge_home / "serve-legacy.stderr").read_text()

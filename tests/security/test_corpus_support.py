@@ -63,6 +63,7 @@ OWN_FILES = (
     ".config/compass-bridge/compass-credentials.json",
     ".local/share/compass-bridge/key-secret",
     ".local/share/compass-bridge/bridge.sqlite3",
+    ".local/share/compass-bridge/keys.sqlite3",
     ".local/share/compass-bridge/key-refs/claude-code",
     ".local/share/compass-bridge/native-host/compass-bridge-host",
     ".local/share/compass-bridge/browser-tools.json",
@@ -99,7 +100,7 @@ class Home:
                     continue
                 if p.is_symlink():
                     state[rel] = "-> " + os.readlink(p)
-                elif p.is_file() and not rel.endswith("bridge.sqlite3"):
+                elif p.is_file() and not rel.endswith(".sqlite3"):
                     state[rel] = p.read_bytes()
         return state
 
@@ -120,8 +121,9 @@ def make_home(tmp: Path) -> Home:
     (sub / "config").write_text("[core]\n\tbare = false\n")
     (home.project / "lib").mkdir()
     (home.project / "lib" / ".git").write_text("gitdir: ../.git/modules/lib\n")
-    subprocess.run([sys.executable, "-m", "mcp_bridge", "keys", "list"], env=home.env(), check=True,
-                   capture_output=True)  # makes the state dirs and the key secret
+    for command in (["keys", "list"], ["usage"]):  # make the state dirs, the key secret, and both databases
+        subprocess.run([sys.executable, "-m", "mcp_bridge", *command], env=home.env(), check=True,
+                       capture_output=True)
     for rel in OWN_FILES:
         path = home.path / rel
         if not path.exists():

@@ -21,10 +21,10 @@ from mcp_bridge.config import Limits
 from mcp_bridge.pathpolicy import PathPolicy
 from mcp_bridge.tools.base import CallContext, ToolFailure
 from mcp_bridge.tools.files import file_tools
+from tests.support.tool_calls import call_blocking
 
-pytestmark = [pytest.mark.skipif(sys.platform != "linux", reason="renameat2 swaps; macOS walks the same way, "
-                                 "Windows is best effort (docs/SECURITY.md)"),
-              pytest.mark.anyio]
+pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="renameat2 swaps; macOS walks the same way, "
+                                "Windows is best effort (docs/SECURITY.md)")
 
 RACE_SECONDS = 2.0
 OUTSIDE_TEXT = "inside\nOUTSIDE-SECRET\n"
@@ -59,7 +59,7 @@ def _outside_state(outside: Path) -> dict[str, str]:
 
 @pytest.mark.parametrize("walk", ["openat2", "O_NOFOLLOW walk"])
 @pytest.mark.parametrize("swapped", ["a", "a/sub", "a/f.txt"])
-async def test_swapping_a_component_for_a_symlink_leaks_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+def test_swapping_a_component_for_a_symlink_leaks_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                                  swapped: str, walk: str) -> None:
     if walk != "openat2":  # what macOS and kernels before 5.6 use
         monkeypatch.setattr(beneath._openat2, "available", False)
@@ -83,9 +83,9 @@ async def test_swapping_a_component_for_a_symlink_leaks_nothing(tmp_path: Path, 
     leaks: list[str] = []
     outcomes = {"ok": 0, "refused": 0}
 
-    async def use(name: str, **args: Any) -> dict[str, Any] | None:
+    def use(name: str, **args: Any) -> dict[str, Any] | None:
         try:
-            result = await tools[name].run(args, call)
+            result = call_blocking(tools[name], args, call)
         except ToolFailure as exc:
             outcomes["refused"] += 1
             if "OUTSIDE" in str(exc) or "only_outside" in str(exc):
@@ -104,16 +104,16 @@ async def test_swapping_a_component_for_a_symlink_leaks_nothing(tmp_path: Path, 
         deadline = time.monotonic() + RACE_SECONDS
         while time.monotonic() < deadline:
             rounds += 1
-            await use("read_file", path="a/f.txt")
-            await use("read_file", path="a/sub/f.txt")
-            await use("list_directory", path="a")
-            await use("list_directory", path="a/sub")
-            await use("search_files", path=".", pattern="**/*", respect_gitignore=False)
-            await use("write_file", path=f"a/new-{rounds}.txt", content="written\n")
-            await use("write_file", path=f"a/sub/deep-{rounds}/x.txt", content="written\n", create_dirs=True)
-            await use("edit_file", path="a/f.txt", old_text="inside", new_text="inside")  # refused: no change
-            await use("edit_file", path="a/sub/f.txt", old_text="inside\n", new_text="inside\n\n")
-            await use("edit_file", path="a/sub/f.txt", old_text="inside\n\n", new_text="inside\n")
+            use("read_file", path="a/f.txt")
+            use("read_file", path="a/sub/f.txt")
+            use("list_directory", path="a")
+            use("list_directory", path="a/sub")
+            use("search_files", path=".", pattern="**/*", respect_gitignore=False)
+            use("write_file", path=f"a/new-{rounds}.txt", content="written\n")
+            use("write_file", path=f"a/sub/deep-{rounds}/x.txt", content="written\n", create_dirs=True)
+            use("edit_file", path="a/f.txt", old_text="inside", new_text="inside")  # refused: no change
+            use("edit_file", path="a/sub/f.txt", old_text="inside\n", new_text="inside\n\n")
+            use("edit_file", path="a/sub/f.txt", old_text="inside\n\n", new_text="inside\n")
     finally:
         stop.touch()
         out, _ = swapper.communicate(timeout=60)
@@ -129,7 +129,7 @@ async def test_swapping_a_component_for_a_symlink_leaks_nothing(tmp_path: Path, 
     assert not [p for p in root.rglob("*compass-bridge-tmp")]
 
 
-async def test_a_swapped_root_keeps_the_tools_on_the_original_directory(tmp_path: Path) -> None:
+def test_a_swapped_root_keeps_the_tools_on_the_original_directory(tmp_path: Path) -> None:
     """The root itself renamed away and replaced by a symlink to the outside: its descriptor still holds the
     original directory, so nothing outside is reached (the tools follow the directory, not the name)."""
     base = tmp_path.resolve()
@@ -140,13 +140,13 @@ async def test_a_swapped_root_keeps_the_tools_on_the_original_directory(tmp_path
     (outside / "f.txt").write_text(OUTSIDE_TEXT)
     tools = {t.name: t for t in file_tools(PathPolicy([root]), Limits())}
     call = CallContext(key_name="race")
-    assert "inside" in str((await tools["read_file"].run({"path": "f.txt"}, call)).content[0])
+    assert "inside" in str(call_blocking(tools["read_file"], {"path": "f.txt"}, call).content[0])
     root.rename(base / "moved")
     root.symlink_to(outside)
     for name, args in (("read_file", {"path": "f.txt"}), ("list_directory", {"path": "."}),
                        ("write_file", {"path": "f.txt", "content": "x"})):
         try:
-            result = await tools[name].run(args, call)
+            result = call_blocking(tools[name], args, call)
         except ToolFailure as exc:
             assert "OUTSIDE" not in str(exc)
             continue

@@ -8,15 +8,16 @@ import threading
 from pathlib import Path
 from typing import Any
 
-import anyio
 import pytest
 
+from mcp_bridge import beneath
 from mcp_bridge.config import Limits
 from mcp_bridge.pathpolicy import PathPolicy
 from mcp_bridge.tools import files
-from mcp_bridge.tools.base import CallContext, ToolOutput
+from mcp_bridge.tools.base import CallContext, Cancellation
 from mcp_bridge.tools.files import SearchFilesArgs, file_tools
 from mcp_bridge.tools.glob import Glob
+from tests.support.tool_calls import call_blocking
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX file names")
 
@@ -41,12 +42,12 @@ def test_many_double_stars_on_a_deep_path_do_bounded_work() -> None:
     assert glob.work[0] <= len(pattern) * depth * 4
 
 
-def _search(root: Path, limits: Limits, cancelled: threading.Event | None = None, **args: Any) -> dict[str, Any]:
+def _search(root: Path, limits: Limits, cancelled: Cancellation | None = None, **args: Any) -> dict[str, Any]:
     parsed = SearchFilesArgs.parse(args, "search_files")
-    out = files._search_files(PathPolicy([root]), limits, parsed, cancelled or threading.Event())
+    call = CallContext(key_name="t", cancelled=cancelled or Cancellation())
+    out = files._search_files(PathPolicy([root]), limits, parsed, call)
     assert out.structured is not None
-    first = out.content[0]
-    return {**out.structured, "text": getattr(first, "text", "")}
+    return {**out.structured, "text": "\n".join(out.structured["notes"])}
 
 
 def test_a_search_with_evil_globs_and_gitignore_walks_the_whole_tree(tmp_path: Path) -> None:
@@ -86,39 +87,55 @@ def test_a_cancelled_search_stops_at_its_next_check(tmp_path: Path) -> None:
     root = tmp_path.resolve()
     for f in range(600):
         (root / f"f{f:04}").write_text("x")
-    cancelled = threading.Event()
+    cancelled = Cancellation()
     cancelled.set()
     result = _search(root, Limits(), cancelled, pattern="*")
     assert "the call was cancelled" in result["text"]
     assert len(result["matches"]) < 256  # stopped at the first check, not after all 600
 
 
-@pytest.mark.anyio
-async def test_cancelling_the_call_sets_the_flag_the_walk_checks() -> None:
-    seen = threading.Event()
-    started = threading.Event()
+@pytest.mark.parametrize("pattern", ["*.txt", "d*/**/f??.txt"])  # the walk's fast path, and the other one
+def test_a_search_cancelled_from_another_thread_stops_early(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                           pattern: str) -> None:
+    """A server worker walks a big tree; the server's thread cancels the call meanwhile (the client cancelled it,
+    or left). The walk notices at its next check and returns what it found so far, saying why."""
+    root = tmp_path.resolve()
+    for d in range(40):
+        (root / f"d{d:02}").mkdir()
+        for f in range(40):
+            (root / f"d{d:02}" / f"f{f:02}.txt").write_text("x")
+    walking, cancelled_now = threading.Event(), threading.Event()
+    listings = 0
+    scandir = beneath.Dir.scandir
 
-    def work(args: SearchFilesArgs, cancelled: threading.Event) -> ToolOutput:
-        started.set()
-        # Stands in for a long walk: it ends only when told the call was cancelled (or the test gives up).
-        if cancelled.wait(30):
-            seen.set()
-        return ToolOutput.text("done")
+    def listing_then_pause(held: beneath.Dir) -> Any:
+        nonlocal listings
+        listings += 1
+        if listings == 10:  # well inside the walk: tell the test, and wait until it has cancelled the call
+            walking.set()
+            assert cancelled_now.wait(30)
+        return scandir(held)
 
-    run = files._cancellable(work)
-    args = SearchFilesArgs.parse({"pattern": "*"}, "search_files")
-    async def call() -> None:
-        await run(args, CallContext(key_name="t"))
+    monkeypatch.setattr(beneath.Dir, "scandir", listing_then_pause)
+    cancellation = Cancellation()
+    outcome: list[dict[str, Any]] = []
+    worker = threading.Thread(target=lambda: outcome.append(_search(root, Limits(search_max_results=100_000),
+                                                                    cancellation, pattern=pattern)))
+    worker.start()
+    try:
+        assert walking.wait(30), "the search never got going"
+        cancellation.set()
+    finally:
+        cancelled_now.set()
+        worker.join(30)
+    assert outcome, "the search did not return"
+    result = outcome[0]
+    assert "the call was cancelled" in result["text"] and result["truncated"]
+    assert 0 < len(result["matches"]) < 40 * 40 // 2  # it stopped in the first half of the tree
+    assert listings < 40  # of the 41 directories: it went no further than its next check
 
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(call)
-        await anyio.to_thread.run_sync(started.wait, 10)
-        tg.cancel_scope.cancel()
-    assert await anyio.to_thread.run_sync(seen.wait, 30), "the worker never learnt that its call was cancelled"
 
-
-@pytest.mark.anyio
-async def test_a_deep_tree_is_bounded_in_depth_and_descriptors(tmp_path: Path) -> None:
+def test_a_deep_tree_is_bounded_in_depth_and_descriptors(tmp_path: Path) -> None:
     root = tmp_path.resolve()
     here = root
     for _ in range(files._MAX_DEPTH + 20):
@@ -126,9 +143,9 @@ async def test_a_deep_tree_is_bounded_in_depth_and_descriptors(tmp_path: Path) -
     here.mkdir(parents=True)
     (here / "bottom.txt").write_text("x")
     tools = {t.name: t for t in file_tools(PathPolicy([root]), Limits())}
-    result = await tools["search_files"].run({"pattern": "**/bottom.txt"}, CallContext(key_name="t"))
-    text = result.content[0].text  # type: ignore[union-attr]
-    assert "deeper than" in text and "bottom.txt" not in (result.structured or {})["matches"]
+    result = call_blocking(tools["search_files"], {"pattern": "**/bottom.txt"})
+    notes = "\n".join((result.structured or {})["notes"])
+    assert "deeper than" in notes and "bottom.txt" not in (result.structured or {})["matches"]
 
 
 @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="counts descriptors in /proc")
@@ -139,7 +156,7 @@ def test_searches_that_stop_early_leave_no_descriptor_open(tmp_path: Path) -> No
             (root / f"d{d}" / f"s{sub}").mkdir(parents=True)
             for f in range(10):
                 (root / f"d{d}" / f"s{sub}" / f"f{f}").write_text("x")
-    cancelled = threading.Event()
+    cancelled = Cancellation()
     cancelled.set()
     before = len(list(Path("/proc/self/fd").iterdir()))
     for budget in (5, 50, 120, 300):  # stops in the middle of directories at various depths

@@ -26,7 +26,7 @@ pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL")
 CONTENT_BYTES = 4 * 1024 * 1024
 
 WRITER = """
-import os, sys, threading, anyio
+import os, sys, threading
 from pathlib import Path
 from mcp_bridge.config import Limits
 from mcp_bridge.pathpolicy import PathPolicy
@@ -37,7 +37,7 @@ from mcp_bridge.tools.tempfiles import TempJournal
 root, journal, name, size = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], int(sys.argv[4])
 os.fsync = lambda fd: threading.Event().wait()  # the write stops here, its temp file complete, until killed
 tools = {t.name: t for t in file_tools(PathPolicy([root]), Limits(), TempJournal(journal))}
-anyio.run(tools["write_file"].run, {"path": name, "content": "x" * size}, CallContext(key_name="w"))
+tools["write_file"].run({"path": name, "content": "x" * size}, CallContext(key_name="w"))
 """
 
 

@@ -12,7 +12,7 @@ from mcp_bridge.childenv import is_secret, scrubbed
 from mcp_bridge.config import Limits
 from mcp_bridge.install.clients import HOME_ENV
 from mcp_bridge.install.doctor import DOCK_PATH, browser_env
-from mcp_bridge.install.layouts import OS, Platform
+from mcp_bridge.install.places import OS, Platform
 from mcp_bridge.pathpolicy import PathPolicy
 from mcp_bridge.tools.base import CallContext
 from mcp_bridge.tools.commands import command_tools

@@ -1,14 +1,18 @@
 """The real bridge (front end, catalog, pipeline, gate, key store, usage log) served in memory.
 
-`running_bridge` serves a `BridgeServer` over `MemoryTransport` in the test's event loop; `RawClient` is an
-independent standard-library client that speaks both eras line by line; `sdk_transport` lets the official
-SDK `Client` (the test oracle) drive the same in-memory server in legacy or modern mode.
+`running_bridge` serves a `BridgeServer` over `MemoryTransport` on a thread, as `serve` does on its main
+thread; `RawClient` is an independent standard-library client that speaks both eras line by line, in the
+test's event loop; `sdk_transport` lets the official SDK `Client` (the test oracle) drive the same in-memory
+server in legacy or modern mode. Tools and sources a test defines run on the server's own threads or event
+loop, so they are released with `threading.Event`s (`until` waits for one from a coroutine).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import queue
+import threading
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -19,6 +23,7 @@ import anyio
 import mcp_types as types
 from mcp.shared.message import SessionMessage
 
+from mcp_bridge.aio import AsyncRuntime
 from mcp_bridge.gate import Gate
 from mcp_bridge.keys import KeyStore
 from mcp_bridge.pathpolicy import PathPolicy
@@ -36,18 +41,26 @@ GUARD_S = 10.0
 """A hang guard only: every wait below ends on a message."""
 
 
+async def until(event: threading.Event) -> None:
+    """Wait in a coroutine (on any loop) until `event` is set; cancellable, unlike a thread blocked on it."""
+    while not event.is_set():
+        await asyncio.sleep(0.005)
+
+
 class MemoryTransport:
-    """The front end's transport, over two queues: lines in (None: end of input), encoded messages out."""
+    """The front end's transport, over two queues: lines in (None: end of input), encoded messages out to
+    the test's event loop (the loop this is made in)."""
 
     def __init__(self) -> None:
-        self.incoming: asyncio.Queue[bytes | wire.Malformed | None] = asyncio.Queue()
+        self.incoming: queue.SimpleQueue[bytes | wire.Malformed | None] = queue.SimpleQueue()
         self.outgoing: asyncio.Queue[bytes] = asyncio.Queue()
+        self._loop = asyncio.get_running_loop()
 
-    async def receive(self) -> bytes | wire.Malformed | None:
-        return await self.incoming.get()
+    def receive(self) -> bytes | wire.Malformed | None:
+        return self.incoming.get()
 
-    async def send(self, data: bytes) -> None:
-        await self.outgoing.put(data)
+    def send(self, data: bytes) -> None:
+        self._loop.call_soon_threadsafe(self.outgoing.put_nowait, data)
 
 
 class ChangingSource:
@@ -58,8 +71,8 @@ class ChangingSource:
     def __init__(self) -> None:
         self._tools: tuple[Tool, ...] = ()
         self._subscribers: list[Callable[[], None]] = []
-        self.release = asyncio.Event()
-        self.running = asyncio.Event()
+        self.release = threading.Event()
+        self.running = threading.Event()
 
     def tools(self) -> Sequence[Tool]:
         return self._tools
@@ -73,9 +86,15 @@ class ChangingSource:
     def subscribe(self, on_change: Callable[[], None]) -> None:
         self._subscribers.append(on_change)
 
+    def needs_running(self) -> bool:
+        return True
+
     async def run(self) -> None:
         self.running.set()
-        await self.release.wait()
+        await until(self.release)
+
+    def close(self) -> None:
+        return None
 
     def set_tools(self, tools: Sequence[Tool]) -> None:
         self._tools = tuple(tools)
@@ -106,16 +125,17 @@ async def running_bridge(home: Path, root: Path, sources: Sequence[ToolSource], 
     usage = UsageLog(paths.database)
     key = keys.create("agent", parse_scopes(scopes))[1] if scopes else None
     server = BridgeServer(Gate(keys, key, parse_scopes(default_scopes)), usage, PathPolicy([root]), sources,
-                          paths)
+                          paths, AsyncRuntime())
     transport = MemoryTransport()
     try:
-        async with server.catalog.running():
-            serving = asyncio.create_task(Frontend(server, transport).serve())
+        with server.catalog.running(server.runtime):
+            serving = threading.Thread(target=Frontend(server, transport).serve, name="frontend")
+            serving.start()
             try:
                 yield Bridge(server, transport, usage, home)
             finally:
-                transport.incoming.put_nowait(None)
-                await serving
+                transport.incoming.put(None)
+                await asyncio.to_thread(serving.join)
     finally:
         usage.close()
         keys.close()
@@ -131,11 +151,11 @@ class RawClient:
         self._answers: dict[Any, dict[str, Any]] = {}
 
     def send_line(self, line: bytes | str) -> None:
-        self._transport.incoming.put_nowait(line.encode() if isinstance(line, str) else line)
+        self._transport.incoming.put(line.encode() if isinstance(line, str) else line)
 
     def end_input(self) -> None:
         """What the server sees when the client closes stdin."""
-        self._transport.incoming.put_nowait(None)
+        self._transport.incoming.put(None)
 
     def answered(self, request_id: Any) -> bool:
         """Whether an answer to `request_id` has been received (and not yet taken)."""
@@ -205,7 +225,7 @@ async def sdk_transport(transport: MemoryTransport) -> AsyncIterator[tuple[Any, 
 
     async def pump_in() -> None:
         async for outgoing in from_client:
-            await transport.incoming.put(outgoing.message.model_dump_json(by_alias=True, exclude_unset=True).encode())
+            transport.incoming.put(outgoing.message.model_dump_json(by_alias=True, exclude_unset=True).encode())
 
     async with to_client, client_reads, client_writes, from_client, anyio.create_task_group() as tg:
         tg.start_soon(pump_out)

@@ -11,15 +11,8 @@ from hypothesis import strategies as st
 
 from mcp_bridge import key_refs
 from mcp_bridge.install import jsonc
-from mcp_bridge.install.clients import (
-    BACKUP_SUFFIX,
-    FILE_CLIENTS,
-    ServerEntry,
-    Shape,
-    dump_entry,
-    known_config_paths,
-    parse_entry,
-)
+from mcp_bridge.install.clients import ServerEntry, dump_entry, parse_entry
+from mcp_bridge.install.places import BACKUP_SUFFIX, FILE_CLIENTS, Shape, known_config_paths
 from mcp_bridge.paths import StatePaths
 
 COMMENTED = """{
@@ -142,7 +135,7 @@ def test_install_help_names_every_client() -> None:
 def test_a_client_cli_that_hangs_is_reported_without_its_command_line(tmp_path: Path,
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     from mcp_bridge.install import clients
-    from mcp_bridge.install.layouts import OS, Platform
+    from mcp_bridge.install.places import OS, Platform
 
     (tmp_path / "claude").write_text("#!/bin/sh\nexec /bin/sleep 30\n")
     (tmp_path / "claude").chmod(0o755)

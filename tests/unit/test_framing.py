@@ -187,6 +187,22 @@ def test_views_are_the_frames_until_the_next_read(frames: list[bytes], sizes: li
     assert out == frames
 
 
+@given(payloads)
+def test_one_whole_frame_per_read(frames: list[bytes]) -> None:
+    """The relay's usual read, which views_updated takes on a shortcut: one whole frame into an empty buffer."""
+    decoder = FrameDecoder(200)
+    for payload in frames:
+        data = header(len(payload)) + payload
+        with decoder.get_buffer() as space:
+            space[: len(data)] = data
+        if len(payload) > 200:
+            with pytest.raises(FrameTooLarge):
+                decoder.views_updated(len(data))
+            return
+        assert [view.tobytes() for view in decoder.views_updated(len(data))] == [payload]
+        assert decoder.buffered == 0
+
+
 def test_capacity_counts_what_a_half_sent_frame_holds_and_release_frees_it() -> None:
     decoder = FrameDecoder(FROM_CLIENT_MAX, read_size=64 * 1024)
     assert decoder.capacity == 64 * 1024
@@ -195,6 +211,8 @@ def test_capacity_counts_what_a_half_sent_frame_holds_and_release_frees_it() -> 
     assert 4 + 3 * MIB <= decoder.capacity <= 2 * (4 + 3 * MIB) + KEEP
     decoder.release()
     assert (decoder.capacity, decoder.buffered) == (0, 0)
+    with decoder.get_buffer() as space:  # never an empty view, which a read would take for end of file
+        assert len(space) >= 64 * 1024
 
 
 def test_a_header_alone_reserves_at_most_keep() -> None:
@@ -261,6 +279,27 @@ def test_parse_refuses_garbage_with_one_exception_type(data: bytes) -> None:
 def test_parse_names_what_is_wrong(payload: bytes, why: str) -> None:
     with pytest.raises(MalformedMessage, match=why):
         parse(payload)
+
+
+@pytest.mark.parametrize(("payload", "parsed"), [
+    (b'{"type":"x"}', {"type": "x"}),
+    (b' \n{"type":"x"}', {"type": "x"}),
+    (b'{"type":"x"} \r\n', {"type": "x"}),
+    (b'{"type":"x"} {"type":"y"}', None),
+    (b'{"type":"x"}}', None),
+    (b'{"type":"x"', None),
+    (b"{", None),
+])
+def test_parse_agrees_with_the_full_decoder_around_the_object(payload: bytes, parsed: dict[str, str] | None) -> None:
+    """parse() hands the usual frame straight to the scanner; whitespace around it, or anything after it, must
+    come out as the full decoder has it."""
+    if parsed is None:
+        with pytest.raises(MalformedMessage, match="not valid JSON"):
+            parse(payload)
+        with pytest.raises(ValueError):
+            json.loads(payload)
+    else:
+        assert parse(payload) == parsed == json.loads(payload)
 
 
 def test_dumps_refuses_nan_rather_than_write_invalid_json() -> None:

@@ -26,17 +26,8 @@ from mcp_bridge.install import HOST_NAME, manifests
 from mcp_bridge.install.clients import ClaudeCode, ServerEntry, parse_mcp_get
 from mcp_bridge.install.installer import Installer, Selection, ephemeral_environment
 from mcp_bridge.install.launcher import LOG_MAX_BYTES, LauncherSpec, pinned_python, render
-from mcp_bridge.install.layouts import (
-    BROWSERS,
-    OS,
-    BrowserLayout,
-    Family,
-    Platform,
-    Presence,
-    browser_layouts,
-    resolve,
-    sandboxed_browsers,
-)
+from mcp_bridge.install.layouts import BrowserLayout, Presence, browser_layouts, resolve, sandboxed_browsers
+from mcp_bridge.install.places import BROWSERS, OS, Family, Platform
 from mcp_bridge.install.plan import InstallError, Op, Plan
 from mcp_bridge.paths import StatePaths
 from tests.conftest import REPO, require

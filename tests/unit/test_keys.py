@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from mcp_bridge import keys as keys_module
 from mcp_bridge.keys import KEY_PATTERN, KeyProblem, KeyRecord, KeyStore, KeyStoreError, Rejected, parse_duration
 from mcp_bridge.paths import state_paths
 from mcp_bridge.scopes import Scope, parse_scopes
@@ -34,18 +33,18 @@ def test_create_returns_a_well_formed_key_once(store: KeyStore) -> None:
 def test_only_an_hmac_is_stored(store: KeyStore, bridge_home: Path) -> None:
     _, key = store.create("laptop", parse_scopes("read"))
     paths = state_paths()
-    raw = paths.database.read_bytes()
-    for wal in paths.database.parent.glob("*-wal"):
+    raw = paths.keys_database.read_bytes()
+    for wal in paths.keys_database.parent.glob("*-wal"):
         raw += wal.read_bytes()
     assert key.encode() not in raw
     assert key[8:].encode() not in raw
-    conn = sqlite3.connect(paths.database)
+    conn = sqlite3.connect(paths.keys_database)
     (digest,) = conn.execute("SELECT digest FROM api_keys").fetchone()
     conn.close()
     secret = paths.secret_file.read_bytes()
     assert digest == hmac.new(secret, key.encode(), "sha256").hexdigest()
     assert stat.S_IMODE(paths.secret_file.stat().st_mode) == 0o600
-    assert stat.S_IMODE(paths.database.stat().st_mode) == 0o600
+    assert stat.S_IMODE(paths.keys_database.stat().st_mode) == 0o600
 
 
 def test_a_different_install_secret_does_not_accept_the_key(store: KeyStore, bridge_home: Path) -> None:
@@ -100,7 +99,7 @@ def test_expiry(store: KeyStore, monkeypatch: pytest.MonkeyPatch) -> None:
     _, key = store.create("short", parse_scopes("read"), expires_at=time.time() + 60)
     assert isinstance(store.authenticate(key), KeyRecord)
     real_time = time.time
-    monkeypatch.setattr(keys_module.time, "time", lambda: real_time() + 61)
+    monkeypatch.setattr(time, "time", lambda: real_time() + 61)
     result = store.authenticate(key)
     assert isinstance(result, Rejected) and result.problem is KeyProblem.EXPIRED
     assert "expired" in result.explain()
@@ -148,7 +147,7 @@ def test_comparison_uses_compare_digest(store: KeyStore, monkeypatch: pytest.Mon
         seen.append((a, b))
         return real(a, b)
 
-    monkeypatch.setattr(keys_module.hmac, "compare_digest", spy)
+    monkeypatch.setattr(hmac, "compare_digest", spy)
     assert isinstance(store.authenticate(key), KeyRecord)
     assert seen == [(store.digest(key), store.digest(key))]
 
@@ -182,7 +181,8 @@ def test_parse_duration_refuses(text: str) -> None:
 
 @pytest.mark.parametrize(("damaged", "content", "fix"), [
     ("secret_file", b"", "rm "), ("secret_file", b"short", "rm "), ("secret_file", b"x" * 33, "rm "),
-    ("database", b"this is not a database" * 100, "mv "),
+    ("keys_database", b"this is not a database" * 100, "mv "),
+    ("database", b"this is not a database" * 100, "mv "),  # an earlier version's keys may be in it: fail closed
 ])
 def test_a_damaged_store_is_refused_with_the_file_and_the_fix(bridge_home: Path, damaged: str, content: bytes,
                                                               fix: str) -> None:
@@ -196,11 +196,11 @@ def test_a_damaged_store_is_refused_with_the_file_and_the_fix(bridge_home: Path,
 
 def test_a_store_that_cannot_be_opened_refuses_everyone_and_says_why(bridge_home: Path) -> None:
     paths = state_paths().ensure()
-    paths.database.write_bytes(b"garbage" * 100)
+    paths.keys_database.write_bytes(b"garbage" * 100)
     broken = KeyStore.open_or_unavailable(paths)
     rejected = broken.authenticate("cb_" + "0" * 40)
     assert isinstance(rejected, Rejected) and rejected.problem is KeyProblem.STORE_UNAVAILABLE
-    assert str(paths.database) in rejected.explain()
+    assert str(paths.keys_database) in rejected.explain()
     assert broken.unavailable() is not None
     with pytest.raises(StoreError):
         broken.list()

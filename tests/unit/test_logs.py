@@ -65,6 +65,34 @@ def test_old_files_of_ended_processes_are_pruned_and_live_ones_kept(tmp_path: Pa
     assert len(removed) == 6 and live.exists() and other.exists()
 
 
+def test_a_file_is_rotated_once_past_its_bound_keeping_one_previous(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(logs, "_MAX_BYTES", 2000)
+    monkeypatch.setattr(logs, "_current", None)
+    monkeypatch.delenv(logs.LEVEL_ENV, raising=False)
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    try:
+        path = logs.configure(tmp_path, "serve", "info")
+        for i in range(100):  # ~100 bytes a line: rotated about every 20 lines
+            logging.getLogger("mcp_bridge.test").info("line %03d %s", i, "x" * 40)
+        for handler in root.handlers:
+            handler.flush()
+    finally:
+        for handler in root.handlers:
+            handler.close()
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+    previous = path.with_name(path.name + ".1")
+    assert {p.name for p in tmp_path.iterdir()} <= {path.name, previous.name}
+    line = len(previous.read_text().splitlines()[-1]) + 1
+    assert 2000 <= previous.stat().st_size < 2000 + line  # rotated by the record that reached the bound
+    current = path.read_text().splitlines() if path.exists() else []  # absent if the last record rotated it
+    assert len("\n".join(current)) < 2000
+    kept = [int(text.split(" line ")[1][:3]) for text in previous.read_text().splitlines() + current]
+    assert kept == list(range(kept[0], 100))  # the newest lines, none lost across the rotation
+
+
 def test_the_level_comes_from_the_environment_then_the_config(tmp_path: Path,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(logs.LEVEL_ENV, raising=False)

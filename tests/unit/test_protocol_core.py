@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,15 @@ from mcp_bridge.sources import build_sources
 from mcp_bridge.stdio_transport import _Lines
 from mcp_bridge.tools.base import READ_ONLY, CallContext, StaticSource, Tool, ToolOutput
 from tests.support.bridge import usage_rows
-from tests.support.memory_bridge import ENVELOPE, MODERN, ChangingSource, running_bridge, sdk_transport
+from tests.support.memory_bridge import (
+    ENVELOPE,
+    GUARD_S,
+    MODERN,
+    ChangingSource,
+    running_bridge,
+    sdk_transport,
+    until,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -56,11 +65,11 @@ def tool(name: str, run: Any, scope: Scope = Scope.READ) -> Tool:
     return Tool(name, f"test tool {name}", scope, READ_ONLY, {"type": "object"}, run)
 
 
-def held_tool(name: str, release: asyncio.Event, text: str) -> Tool:
-    """A tool that answers `text` once `release` is set; an unset, unshared event holds it forever."""
+def held_tool(name: str, release: threading.Event, text: str) -> Tool:
+    """A tool that answers `text` once `release` is set; an unset, unshared event holds it until cancelled."""
 
     async def held(args: Mapping[str, Any], call: CallContext) -> ToolOutput:
-        await release.wait()
+        await until(release)
         return ToolOutput.text(text)
 
     return tool(name, held)
@@ -221,7 +230,7 @@ def test_an_enormous_line_is_refused_unread_with_its_id(monkeypatch: pytest.Monk
 
 
 async def test_cancelled_call_stops_its_work_and_is_recorded(bridge_home: Path, project: Path) -> None:
-    started, stopped = asyncio.Event(), asyncio.Event()
+    started, stopped = threading.Event(), threading.Event()
 
     async def forever(args: Mapping[str, Any], call: CallContext) -> ToolOutput:
         started.set()
@@ -235,9 +244,9 @@ async def test_cancelled_call_stops_its_work_and_is_recorded(bridge_home: Path, 
         raw = bridge.raw
         await raw.initialize()
         call_id = raw.request("tools/call", {"name": "hang", "arguments": {}})
-        await started.wait()
+        await until(started)
         raw.send({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": call_id}})
-        await stopped.wait()
+        await until(stopped)
         after = await raw.call("ping")
         assert after["result"] == {}
         assert not raw.answered(call_id)  # no answer to a cancelled request
@@ -246,9 +255,9 @@ async def test_cancelled_call_stops_its_work_and_is_recorded(bridge_home: Path, 
 
 
 async def test_progress_reaches_the_client(bridge_home: Path, project: Path) -> None:
-    async def counting(args: Mapping[str, Any], call: CallContext) -> ToolOutput:
+    def counting(args: Mapping[str, Any], call: CallContext) -> ToolOutput:
         for i in range(3):
-            await call.report_progress(i + 1, 3, f"step {i + 1}")
+            call.report_progress(i + 1, 3, f"step {i + 1}")
         return ToolOutput.text("done")
 
     async with running_bridge(bridge_home, project, [StaticSource("t", [tool("count", counting)])]) as bridge:
@@ -264,8 +273,8 @@ async def test_progress_reaches_the_client(bridge_home: Path, project: Path) -> 
 async def test_requests_running_at_end_of_input_are_answered(bridge_home: Path, project: Path,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(frontend, "SHUTDOWN_GRACE_S", 0.2)
-    release = asyncio.Event()
-    source = StaticSource("t", [held_tool("slow", release, "finished"), held_tool("hang", asyncio.Event(), "")])
+    release = threading.Event()
+    source = StaticSource("t", [held_tool("slow", release, "finished"), held_tool("hang", threading.Event(), "")])
     async with running_bridge(bridge_home, project, [source]) as bridge:
         raw = bridge.raw
         slow_id = raw.request("tools/call", {"name": "slow", "arguments": {}}, modern=True)
@@ -292,7 +301,7 @@ async def test_lists_never_wait_on_sources_and_changes_reach_both_eras(bridge_ho
 
     async with running_bridge(bridge_home, project, [*local_sources(project), changing]) as bridge:
         raw = bridge.raw
-        await changing.running.wait()  # the source started with the server, before any request
+        await until(changing.running)  # the source started with the server, before any request
         await raw.initialize()
         listed = await raw.call("tools/list")  # answered while the source is still busy
         assert not changing.release.is_set() and "browser_echo" not in json.dumps(listed)
@@ -416,7 +425,7 @@ async def test_handshake_roots_narrow_and_modern_roots_stand(bridge_home: Path, 
 async def test_requests_beyond_the_running_limit_are_refused_not_queued(bridge_home: Path, project: Path,
                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(frontend, "MAX_RUNNING", 2)
-    release = asyncio.Event()
+    release = threading.Event()
     source = StaticSource("t", [held_tool("held", release, "released")])
     async with running_bridge(bridge_home, project, [source]) as bridge:
         raw = bridge.raw
@@ -429,13 +438,39 @@ async def test_requests_beyond_the_running_limit_are_refused_not_queued(bridge_h
         assert "result" in await raw.call("tools/list", modern=True)  # serving normally again
 
 
+async def test_a_quick_tool_is_answered_before_reading_on_and_a_slow_one_never_holds_reading(
+        bridge_home: Path, project: Path) -> None:
+    """A quick tool (bounded local work) is answered by the thread that read it, before the next line is read;
+    anything else hands reading on first, so a request sent behind it is answered while it still runs."""
+    release = threading.Event()
+
+    def quick_hold(args: Mapping[str, Any], call: CallContext) -> ToolOutput:
+        assert release.wait(GUARD_S)
+        return ToolOutput.text("quick done")
+
+    quick = tool("quick", quick_hold)._replace(quick=True)
+    source = StaticSource("t", [held_tool("slow", release, "slow done"), quick])
+    async with running_bridge(bridge_home, project, [source]) as bridge:
+        raw = bridge.raw
+        slow_id = raw.request("tools/call", {"name": "slow", "arguments": {}}, modern=True)
+        assert "result" in await raw.call("server/discover")  # read and answered while `slow` runs
+        quick_id = raw.request("tools/call", {"name": "quick", "arguments": {}}, modern=True)
+        behind_id = raw.request("server/discover")
+        with pytest.raises(TimeoutError):  # not read yet: the reading thread is answering `quick`
+            await asyncio.wait_for(raw.answer(behind_id), 0.3)
+        release.set()
+        assert (await raw.answer(quick_id))["result"]["content"][0]["text"] == "quick done"
+        assert "result" in await raw.answer(behind_id)
+        assert (await raw.answer(slow_id))["result"]["content"][0]["text"] == "slow done"
+
+
 async def test_the_sdk_client_listens_and_sees_the_new_tool(bridge_home: Path, project: Path) -> None:
     changing = ChangingSource()
     async with running_bridge(bridge_home, project, [changing]) as bridge, \
             Client(sdk_transport(bridge.transport), mode="auto", cache=None, read_timeout_seconds=10) as client:
         async with client.listen(tools_list_changed=True) as subscription:
             assert subscription.honored.tools_list_changed is True
-            changing.set_tools([held_tool("late_tool", asyncio.Event(), "")])
+            changing.set_tools([held_tool("late_tool", threading.Event(), "")])
             with anyio.fail_after(10):  # a hang guard only
                 event = await anext(aiter(subscription))
             assert isinstance(event, ToolsListChanged)  # the SDK parsed our frame as this event

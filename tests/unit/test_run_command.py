@@ -200,7 +200,7 @@ async def test_undecodable_output_is_replaced(run: Run) -> None:
 async def test_progress_is_reported_while_running(root: Path) -> None:
     reports: list[tuple[float, float | None, str | None]] = []
 
-    async def progress(done: float, total: float | None, message: str | None) -> None:
+    def progress(done: float, total: float | None, message: str | None) -> None:  # a plain call, from any thread
         reports.append((done, total, message))
 
     run = make_runner(root, progress=progress)

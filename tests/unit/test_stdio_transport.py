@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
+import queue
+import threading
 
 import pytest
 
 from mcp_bridge import stdio_transport
 from mcp_bridge.stdio_transport import StdioTransport
 
-pytestmark = pytest.mark.anyio
+GUARD_S = 10.0
+"""A hang guard only: every wait below ends on an event."""
 
 
 class Pipe:
@@ -17,55 +19,89 @@ class Pipe:
 
     def __init__(self) -> None:
         self.written: list[bytes] = []
-        self.writing = asyncio.Event()
-        self.drain = asyncio.Event()
-        self.chunks: asyncio.Queue[bytes] = asyncio.Queue()
+        self.writing = threading.Event()
+        self.drain = threading.Event()
+        self.chunks: queue.SimpleQueue[bytes] = queue.SimpleQueue()
         self.broken = False
 
-    async def read(self) -> bytes:
-        return await self.chunks.get()
+    def read(self) -> bytes:
+        return self.chunks.get(timeout=GUARD_S)
 
-    async def write(self, data: bytes) -> None:
+    def write(self, data: bytes) -> None:
         self.writing.set()
         if self.broken:
             raise BrokenPipeError("client gone")
-        await self.drain.wait()
+        assert self.drain.wait(GUARD_S)
         self.written.append(data)
 
 
-async def test_senders_wait_while_the_client_does_not_read(monkeypatch: pytest.MonkeyPatch) -> None:
+def in_thread(work: object) -> threading.Thread:
+    thread = threading.Thread(target=work, daemon=True)  # type: ignore[arg-type]
+    thread.start()
+    return thread
+
+
+def test_senders_wait_while_the_client_does_not_read(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(stdio_transport, "_QUEUED_BYTES", 100)
     pipe = Pipe()
     transport = StdioTransport(pipe.read, pipe.write)
-    await transport.send(b"a" * 60)
-    await pipe.writing.wait()  # the writer holds the first message, blocked on the pipe
-    await transport.send(b"b" * 60)  # room: 60 of 100 bytes are queued
-    blocked = asyncio.create_task(transport.send(b"c" * 10))
-    await asyncio.sleep(0)
-    assert not blocked.done()  # over the budget: the sender waits for the client
+    first = in_thread(lambda: transport.send(b"a" * 60))
+    assert pipe.writing.wait(GUARD_S)  # the first sender writes itself, and is blocked on the pipe
+    transport.send(b"b" * 60)  # returns at once: queued behind it (60 of 100 bytes)
+    blocked = in_thread(lambda: transport.send(b"c" * 10))
+    blocked.join(0.2)
+    assert blocked.is_alive()  # over the budget: the sender waits for the client
     pipe.drain.set()
-    await blocked
-    await transport.close()
-    assert b"".join(pipe.written) == b"a" * 60 + b"b" * 60 + b"c" * 10
+    blocked.join(GUARD_S)
+    first.join(GUARD_S)
+    transport.close()
+    # The writer that was blocked wrote what queued meanwhile, in one write.
+    assert pipe.written == [b"a" * 60, b"b" * 60 + b"c" * 10] or pipe.written == [b"a" * 60, b"b" * 60, b"c" * 10]
+    assert not first.is_alive() and not blocked.is_alive()
 
 
-async def test_a_closed_stdout_drops_answers_without_blocking() -> None:
+def test_the_first_sender_writes_without_a_hand_off() -> None:
+    pipe = Pipe()
+    pipe.drain.set()
+    writers: list[str] = []
+
+    def record(data: bytes) -> None:
+        writers.append(threading.current_thread().name)
+        pipe.write(data)
+
+    transport = StdioTransport(pipe.read, record)
+    transport.send(b"answer\n")
+    assert pipe.written == [b"answer\n"] and writers == [threading.current_thread().name]
+
+
+def test_a_closed_stdout_drops_answers_without_blocking() -> None:
     pipe = Pipe()
     pipe.broken = True
     transport = StdioTransport(pipe.read, pipe.write)
-    await transport.send(b"lost\n")
-    await pipe.writing.wait()
+    transport.send(b"lost\n")
+    assert pipe.writing.is_set()
     for _ in range(10):
-        await transport.send(b"x" * 1_000_000)  # returns at once: nothing can reach the client
-    await transport.close()
+        transport.send(b"x" * 1_000_000)  # returns at once: nothing can reach the client
+    transport.close(timeout=1)
     assert pipe.written == []
 
 
-async def test_lines_are_split_and_the_last_one_needs_no_newline() -> None:
+def test_close_gives_up_on_a_client_that_never_reads() -> None:
+    pipe = Pipe()
+    transport = StdioTransport(pipe.read, pipe.write)
+    stuck = in_thread(lambda: transport.send(b"never read\n"))
+    assert pipe.writing.wait(GUARD_S)
+    transport.close(timeout=0.1)  # returns: the exit is not held up by a client that stopped reading
+    assert stuck.is_alive()
+    pipe.drain.set()
+    stuck.join(GUARD_S)
+
+
+def test_lines_are_split_and_the_last_one_needs_no_newline() -> None:
     pipe = Pipe()
     transport = StdioTransport(pipe.read, pipe.write)
     for chunk in (b'{"a":', b' 1}\n\n  \n{"b": 2}\n{"c"', b": 3}", b""):
-        pipe.chunks.put_nowait(chunk)
-    received = [await transport.receive() for _ in range(4)]
+        pipe.chunks.put(chunk)
+    received = [transport.receive() for _ in range(4)]
     assert received == [b'{"a": 1}', b'{"b": 2}', b'{"c": 3}', None]
-    await transport.close()
+    transport.close()

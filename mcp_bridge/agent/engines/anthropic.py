@@ -23,12 +23,13 @@ from typing import Any
 import httpx
 
 from mcp_bridge.agent.engines.base import EngineError, RunHooks, TurnResult
+from mcp_bridge.aio import AsyncRuntime
 from mcp_bridge.catalog import Catalog
 from mcp_bridge.gate import Gate
 from mcp_bridge.pathpolicy import PathPolicy
 from mcp_bridge.pipeline import CallPipeline
 from mcp_bridge.protocol.frontend import Client
-from mcp_bridge.tools.base import Tool, ToolSource
+from mcp_bridge.tools.base import Cancellation, Tool, ToolSource
 from mcp_bridge.usage import UsageLog
 
 log = logging.getLogger(__name__)
@@ -100,17 +101,22 @@ class AnthropicEngine:
         self._max_steps = max_steps
         self._gate = gate
         self._catalog = Catalog((), sources)
-        self._pipeline = CallPipeline(gate, self._catalog, policy, usage)
-        self._running: contextlib.AbstractAsyncContextManager[None] | None = None
+        # The pipeline runs on worker threads (blocking tools run there); coroutine tools and the sources'
+        # background work run on a loop of their own, as in `serve`, not on the run service's.
+        runtime = AsyncRuntime()
+        self._pipeline = CallPipeline(gate, self._catalog, policy, usage, runtime)
+        self._sources = contextlib.ExitStack()
+        self._sources_started = False
+        self._runtime = runtime
         self._system = system
         self._messages: list[dict[str, Any]] = [{"role": m["role"], "content": m["content"]} for m in history]
         self._current: asyncio.Task[TurnResult] | None = None
         self._interrupted = False
 
     async def _tools(self) -> dict[str, Tool]:
-        if self._running is None:
-            self._running = self._catalog.running()
-            await self._running.__aenter__()
+        if not self._sources_started:
+            self._sources_started = True
+            self._sources.enter_context(self._catalog.running(self._runtime))
         verdict = self._gate.identify()
         if not verdict.allowed:
             raise EngineError(f"the run's key was refused: {verdict.refusal}")
@@ -228,12 +234,18 @@ class AnthropicEngine:
 
     async def _run_tool(self, name: str, args: dict[str, Any], run_id: str) -> tuple[str, bool]:
         """The same call pipeline as `serve`: who the caller is (again, now), the tool's scope, a usage row."""
+        cancelled = Cancellation()
         client = Client(version="agent-run", name=f"agent-run:{run_id}", report_progress=_no_progress,
-                        list_roots=None, roots_generation=0)
-        answer = await self._pipeline.call(name, args, client)
+                        list_roots=None, roots_generation=0, cancelled=cancelled)
+        try:
+            answer = await asyncio.to_thread(self._pipeline.call, name, args, client)
+        except asyncio.CancelledError:
+            cancelled.set()  # the turn was interrupted: the tool stops too (and its usage row says so)
+            raise
         if answer.output is None:
             return answer.error or "the tool failed", True
-        return "\n".join(getattr(c, "text", f"[{c.type} content]") for c in answer.output.content), False
+        blocks = answer.output.readable(answer.tool is not None and answer.tool.output_schema is not None)
+        return "\n".join(getattr(c, "text", f"[{c.type} content]") for c in blocks), False
 
     async def interrupt(self) -> None:
         if self._current is not None and not self._current.done():
@@ -242,12 +254,11 @@ class AnthropicEngine:
 
     async def close(self) -> None:
         await self.interrupt()
-        if self._running is not None:
-            await self._running.__aexit__(None, None, None)
+        await asyncio.to_thread(self._sources.close)  # stops the sources' work and the tools' event loop
         await self._client.aclose()
 
 
-async def _no_progress(progress: float, total: float | None, message: str | None) -> None:
+def _no_progress(progress: float, total: float | None, message: str | None) -> None:
     return None
 
 
