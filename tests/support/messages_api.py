@@ -61,6 +61,18 @@ def _texts(message: dict[str, Any]) -> list[str]:
     return [b.get("text", "") for b in content or [] if isinstance(b, dict) and b.get("type") == "text"]
 
 
+def _last_said(messages: list[dict[str, Any]]) -> dict[str, Any]:
+    """The newest message that is more than the CLI's own notes: when a server's tools change mid-turn, the CLI
+    sends its note of newly deferred tools after the message holding the tool results, and the results are
+    still what the model answers."""
+    said: dict[str, Any] = {}
+    for message in reversed(messages):
+        if any(b.get("type") != "text" for b in _blocks(message)) or any(not _cli_note(t) for t in _texts(message)):
+            said = message
+            break
+    return said
+
+
 def plan(body: dict[str, Any], answered: set[str]) -> tuple[list[dict[str, Any]], str, float]:
     """(content blocks, stop_reason, per-delta delay; -1 = stall) for one request. `answered`: the tool results
     already echoed (Claude Code merges a follow-up prompt into the user message holding earlier results)."""
@@ -70,7 +82,7 @@ def plan(body: dict[str, Any], answered: set[str]) -> tuple[list[dict[str, Any]]
     prompt = next((p for p in prompts if p), "")
     searches = {str(b.get("id")) for m in messages for b in _blocks(m)
                 if b.get("type") == "tool_use" and b.get("name") == TOOL_SEARCH}
-    last = messages[-1] if messages else {}
+    last = _last_said(messages)
     results = [b for b in _blocks(last) if b.get("type") == "tool_result" and b.get("tool_use_id") not in answered
                and b.get("tool_use_id") not in searches]
     tools = [t.get("name") for t in body.get("tools", []) or []]
