@@ -41,6 +41,8 @@ class AsyncRuntime:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._closed = False
+        self._background: set[asyncio.Task[None]] = set()
+        """Touched only on the loop's thread."""
 
     @property
     def started(self) -> bool:
@@ -67,7 +69,14 @@ class AsyncRuntime:
     def start(self, work: Coroutine[Any, Any, None], name: str) -> None:
         """Run `work` in the background until it returns or the runtime closes."""
         loop = self._started()
-        loop.call_soon_threadsafe(lambda: loop.create_task(work, name=name))
+
+        def create() -> None:
+            # The loop keeps only weak references to its tasks: hold this one until it is done.
+            task = loop.create_task(work, name=name)
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+        loop.call_soon_threadsafe(create)
 
     def close(self) -> None:
         """Cancel everything still running, give it `CLOSE_TIMEOUT_S` to unwind, and stop the thread."""
