@@ -82,6 +82,11 @@ class CallPipeline:
     def authorize(self, tool: Tool, verdict: Verdict) -> Verdict:
         return self._gate.authorize(tool, verdict)
 
+    def roots_pending(self, generation: int) -> bool:
+        """Whether a call from a client whose roots are at `generation` would first ask it for them (a client that
+        cannot be asked has none pending)."""
+        return generation != self._roots_seen
+
     def resolve_roots(self, client: Client) -> None:
         """Narrow the configured roots to the client's MCP roots (never widen them), once per change of them.
 
@@ -90,7 +95,7 @@ class CallPipeline:
         if client.list_roots is None:
             return
         with self._roots_lock:
-            if client.roots_generation == self._roots_seen:
+            if not self.roots_pending(client.roots_generation):
                 return
             self._roots_seen = client.roots_generation
             uris = client.list_roots()

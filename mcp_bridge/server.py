@@ -95,7 +95,9 @@ class BridgeServer:
             return [_wire_tool(self._status_tool)]
         return [_wire_tool(t) for t in self._gate.visible(self.catalog.tools().values(), verdict)]
 
-    def quick_tool(self, name: str) -> bool:
+    def quick_call(self, name: str, roots_generation: int | None) -> bool:
+        if roots_generation is not None and self._pipeline.roots_pending(roots_generation):
+            return False  # the call first asks the client for its roots, whose answer someone must read
         tool = self.catalog.tools().get(name)
         return tool is None or tool.quick  # an unknown tool is an error answered at once
 

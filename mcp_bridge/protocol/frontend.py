@@ -24,7 +24,6 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from functools import partial
 from typing import Any, Literal, NamedTuple, Protocol
 
 from mcp_bridge.protocol import eras, wire
@@ -94,8 +93,9 @@ class Application(Protocol):
 
     def list_tools(self, client: Client) -> list[dict[str, Any]]: ...
 
-    def quick_tool(self, name: str) -> bool:
-        """Whether calling `name` is bounded local work (`Tool.quick`), answered before reading on."""
+    def quick_call(self, name: str, roots_generation: int | None) -> bool:
+        """Whether calling `name` is bounded local work (`Tool.quick`) that needs nothing from the client, answered
+        before reading on. `roots_generation`: of a client that can be asked for its roots, else None."""
         ...
 
     def call_tool(self, name: str, arguments: dict[str, Any], client: Client) -> dict[str, Any]: ...
@@ -190,8 +190,6 @@ class Frontend:
         self._workers = _Workers()
         self._our_ids = itertools.count(1)
         self._roots_generation = 0
-        self._roots_asked = 0
-        """The roots generation last asked about with `roots/list`."""
         self._closing = False
         self._ended = threading.Event()
         """Set when stdin has ended (or reading it failed: then `_failure`)."""
@@ -249,11 +247,12 @@ class Frontend:
             return True
         if request.method != "tools/call":
             return False
-        handshake = self._handshake
-        roots_pending = (handshake is not None and "roots" in handshake.capabilities
-                         and self._roots_generation != self._roots_asked and not eras.is_modern(request.params))
         name = request.params.get("name")
-        return not roots_pending and (not isinstance(name, str) or self._app.quick_tool(name))
+        if not isinstance(name, str):
+            return True  # an error, answered at once
+        handshake = self._handshake
+        askable = handshake is not None and "roots" in handshake.capabilities and not eras.is_modern(request.params)
+        return self._app.quick_call(name, self._roots_generation if askable else None)
 
     def _dispatch(self, message: wire.Message) -> None:
         if isinstance(message, wire.Notification):
@@ -364,10 +363,8 @@ class Frontend:
                               f"{eras.HANDSHAKE_VERSIONS[-1]} and earlier), or put the 2026-07-28 envelope "
                               f"(_meta {eras.PROTOCOL_VERSION_KEY!r}, {eras.CLIENT_CAPABILITIES_KEY!r}) on "
                               "every request")
-        generation = self._roots_generation
-        roots = partial(self._ask_roots, generation) if "roots" in handshake.capabilities else None
-        return self._common(request, self._client(request, running, handshake.version, handshake.client_name, roots,
-                                                  generation))
+        roots = self._ask_roots if "roots" in handshake.capabilities else None
+        return self._common(request, self._client(request, running, handshake.version, handshake.client_name, roots))
 
     def _initialize(self, request: wire.Request) -> dict[str, Any]:
         params = request.params
@@ -442,12 +439,12 @@ class Frontend:
                           f"unknown method {method!r}; this server serves tools/* and resources/*")
 
     def _client(self, request: wire.Request, running: _Running, version: str, name: str | None,
-                roots: Callable[[], list[str] | None] | None, generation: int = 0) -> Client:
+                roots: Callable[[], list[str] | None] | None) -> Client:
         meta = request.params.get("_meta")
         token = meta.get("progressToken") if isinstance(meta, dict) else None
         progress = self._progress(token, running) if isinstance(token, int | str) and not isinstance(token, bool) \
             else _no_progress
-        return Client(version, name, progress, roots, generation, running.cancelled)
+        return Client(version, name, progress, roots, self._roots_generation, running.cancelled)
 
     def _progress(self, token: Id, running: _Running) -> ProgressReporter:
         def report(done: float, total: float | None, message: str | None) -> None:
@@ -462,16 +459,14 @@ class Frontend:
 
         return report
 
-    def _ask_roots(self, generation: int) -> list[str] | None:
-        """`roots/list` to a handshake client that declared roots: its `file://` root URIs. `generation`: of
-        the roots this asks about (from then on, calls of that generation are answered at once again)."""
+    def _ask_roots(self) -> list[str] | None:
+        """`roots/list` to a handshake client that declared roots: its `file://` root URIs."""
         our_id = f"compass-bridge-{next(self._our_ids)}"
         asked = _Asked()
         with self._lock:
             if self._closing:
                 return None
             self._asked[our_id] = asked
-            self._roots_asked = generation
         try:
             self._send(wire.request(our_id, "roots/list"))
             if not asked.answered.wait(ROOTS_TIMEOUT_S):
