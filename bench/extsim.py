@@ -24,6 +24,8 @@ import random
 import struct
 import sys
 
+assert sys.platform != "win32", "the simulated extension reads its stdin with os.readv (POSIX)"
+
 HEADER = struct.Struct("<I")
 MAX_TEXT = 2_000_000
 _TEXT = base64.b64encode(random.Random(6).randbytes(MAX_TEXT)).decode()[:MAX_TEXT].encode()

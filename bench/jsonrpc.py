@@ -10,6 +10,7 @@ import json
 import os
 import select
 import subprocess
+import sys
 import time
 from typing import Any
 
@@ -48,6 +49,8 @@ class StdioRpc:
         self._write(json.dumps(message, separators=(",", ":")).encode() + b"\n")
 
     def _line(self, deadline: float) -> bytes:
+        if sys.platform == "win32":
+            raise NotImplementedError("select() on a pipe and os.readv are POSIX's")
         while True:
             end = self._buf.find(b"\n")
             if end >= 0:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import subprocess
@@ -64,10 +65,10 @@ def _revision() -> str:
 
 def describe(peer_versions: dict[str, str]) -> dict[str, Any]:
     memory = _memory_gib()
-    try:
-        load = os.getloadavg()
-    except OSError:
-        load = (0.0, 0.0, 0.0)
+    load = (0.0, 0.0, 0.0)
+    if sys.platform != "win32":  # Windows keeps no load average
+        with contextlib.suppress(OSError):
+            load = os.getloadavg()
     return {
         "cpu": _cpu_model(),
         "cores": os.cpu_count(),

@@ -12,11 +12,14 @@ import contextlib
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import IO, Any
+
+POSIX_ONLY = "the bench runs on Linux and macOS: it ends its children by process group and exits on SIGHUP"
 
 
 class Procs:
@@ -50,6 +53,8 @@ class Procs:
             deadline = time.monotonic() + grace / 2
             while proc.poll() is None and time.monotonic() < deadline:
                 time.sleep(0.002)
+        if sys.platform == "win32":
+            raise NotImplementedError(POSIX_ONLY)
         # The group start_new_session made for this child: the child and anything it started itself.
         _signal_group(proc.pid, signal.SIGTERM)
         with contextlib.suppress(subprocess.TimeoutExpired):
@@ -79,6 +84,8 @@ def pss(pid: int) -> int:
 
 
 def _signal_group(pgid: int, sig: int) -> None:
+    if sys.platform == "win32":
+        raise NotImplementedError(POSIX_ONLY)
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
 
@@ -89,5 +96,7 @@ def _raise_exit(signum: int, frame: FrameType | None) -> None:
 
 def exit_on_signals() -> None:
     """SIGTERM and SIGHUP end the bench like Ctrl-C does: through the `finally` blocks that stop children."""
+    if sys.platform == "win32":
+        raise NotImplementedError(POSIX_ONLY)
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, _raise_exit)

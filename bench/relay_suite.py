@@ -40,6 +40,7 @@ from bench.runner import Timed, alternate
 from bench.stats import Row, Side, ratio_at_most, zero_misrouted
 
 EXTSIM = Path(__file__).with_name("extsim.py")
+UNIX_SOCKETS = "the relay suite reaches the hosts over Unix sockets (POSIX)"
 EXTENSION_ORIGIN = "chrome-extension://abcdefghijklmnopabcdefghijklmnop/"
 HEADER = struct.Struct("<I")
 
@@ -175,12 +176,18 @@ class HostUnderTest:
         self.socket_path.unlink(missing_ok=True)
 
 
+def _unix_socket() -> socket.socket:
+    if sys.platform == "win32":
+        raise NotImplementedError(UNIX_SOCKETS)
+    return socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+
+
 class FramedSocket:
     """Blocking, and reading into one preallocated buffer: a fresh 1 MiB bytes object per recv() would cost more
     (an mmap and munmap each time) than everything else the client does for a small message."""
 
     def __init__(self, path: Path) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock = _unix_socket()
         self.sock.settimeout(60)
         self.sock.connect(str(path))
         self._buf = bytearray()
@@ -322,6 +329,8 @@ async def _peer_broadcast(path: Path, clients: int, per_client: int) -> tuple[in
     """(misrouted, requests) on the peer with several clients at once, each taking the next reply as its answer
     (the peer's only way): a demonstration of why it has no row of figures here. A request left without any
     answer within a minute counts as misrouted too."""
+    if sys.platform == "win32":
+        raise NotImplementedError(UNIX_SOCKETS)
     conns = [await asyncio.open_unix_connection(str(path)) for _ in range(clients)]
     correct = 0
 

@@ -26,10 +26,11 @@ from mcp_bridge.compass.source import CompassSource
 from mcp_bridge.config import CompassSettings
 from mcp_bridge.paths import StatePaths
 from mcp_bridge.scopes import Scope
-from mcp_bridge.tools.base import CallContext, Tool, ToolFailure, ToolOutput
+from mcp_bridge.tools.base import TextContent, Tool, ToolFailure, ToolOutput
 from tests.compass_server import REGISTER, TOOL_SCOPES, CompassContractServer
 from tests.support.bridge import cli
 from tests.support.events import Occurrences
+from tests.support.tool_calls import invoke
 
 pytestmark = pytest.mark.anyio
 
@@ -77,7 +78,7 @@ def tool(source: CompassSource, name: str) -> Tool:
 
 
 async def call(source: CompassSource, name: str, args: dict[str, Any] | None = None) -> ToolOutput:
-    return await tool(source, name).run(args or {}, CallContext(key_name="test"))
+    return await invoke(tool(source, name), args or {})
 
 
 async def failure(source: CompassSource, name: str, args: dict[str, Any] | None = None) -> str:
@@ -144,7 +145,7 @@ async def test_the_compass_key_scope_is_checked_again_at_call_time(compass: Comp
         await changes.next()
         assert "setTheme" not in {t.name for t in source.tools()}
         with pytest.raises(ToolFailure) as caught:
-            await set_theme.run({"themeId": "mocha"}, CallContext(key_name="test"))
+            await invoke(set_theme, {"themeId": "mocha"})
     message = str(caught.value)
     assert "needs the 'write' scope in both keys" in message and "bridge key allows it" in message
     assert "Compass API key" in message and "has read" in message and "compass login" in message
@@ -172,7 +173,9 @@ async def test_a_read_tool_returns_compass_s_result(compass: CompassContractServ
         message = await failure(source, "queryData", {"queryType": "vendor_detail"})
     assert output.structured == {"data": [{"id": "cus_1", "name": "Acme Builders", "email": "office@acme.example"}],
                                  "count": 1}
-    assert json.loads(output.content[0].text) == output.structured
+    first = output.content[0]
+    assert isinstance(first, TextContent)
+    assert json.loads(first.text) == output.structured
     assert detail.structured is not None and detail.structured["data"]["name"] == "Birch kitchen"
     assert message == "Compass tool 'queryData' failed in Compass: id required for detail query"
 
@@ -284,7 +287,7 @@ async def test_a_key_revoked_between_calls_is_noticed_on_the_next_registration(c
         await changes.next()
         assert source.tools() == ()
         with pytest.raises(ToolFailure) as caught:
-            await stale.run({"queryType": "projects"}, CallContext(key_name="test"))
+            await invoke(stale, {"queryType": "projects"})
     message = str(caught.value)
     assert "not available now" in message and "API key revoked" in message
     assert compass.calls("queryData") == []
@@ -397,9 +400,10 @@ async def test_the_key_never_appears_in_status_errors_or_reprs(compass: CompassC
     async with running(source):
         texts.append(json.dumps(source.status()))
         # Compass echoing the key back must not put it into a message either.
-        for fault in ({"kind": "status", "status": 500, "message": f"bad request from {key}"},
-                      {"kind": "status", "status": 403, "message": f"key {key} lacks scope"},
-                      {"kind": "delay", "delay_s": 30.0}):
+        faults: list[dict[str, Any]] = [{"kind": "status", "status": 500, "message": f"bad request from {key}"},
+                                        {"kind": "status", "status": 403, "message": f"key {key} lacks scope"},
+                                        {"kind": "delay", "delay_s": 30.0}]
+        for fault in faults:
             compass.fault(**fault, times=2, tool="listThemes")
             texts.append(await failure(source, "listThemes"))
         compass.fault("status", status=401, message=f"unknown key {key}", tool="listThemes")

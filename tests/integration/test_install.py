@@ -537,9 +537,10 @@ def _expected(client: str, ref: str) -> dict[str, Any]:
     if client == "goose":
         return {"name": "compass", "type": "stdio", "cmd": command, "args": args, "envs": {}, "enabled": True,
                 "timeout": 300, "description": "compass-bridge: files, commands, browser and Compass tools"}
-    extra = {"vscode": {"type": "stdio"}, "vscode-insiders": {"type": "stdio"}, "vscodium": {"type": "stdio"},
-             "copilot": {"type": "local", "tools": ["*"]},
-             "cline": {"disabled": False}, "roo-code": {"disabled": False}, "kiro": {"disabled": False}}
+    extra: dict[str, dict[str, Any]] = {
+        "vscode": {"type": "stdio"}, "vscode-insiders": {"type": "stdio"}, "vscodium": {"type": "stdio"},
+        "copilot": {"type": "local", "tools": ["*"]},
+        "cline": {"disabled": False}, "roo-code": {"disabled": False}, "kiro": {"disabled": False}}
     return {**extra.get(client, {}), "command": command, "args": args}
 
 

@@ -19,12 +19,12 @@ from typing import Any
 import pytest
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import InvalidStatus
+from websockets.typing import Origin
 
 from mcp_bridge.paths import state_paths
 from native_host.client import HostAddress, HostClient, RelayError, discover_hosts
 from native_host.log import log_dir
 from native_host.runtime_dir import UnsafeRuntimeDir, check_private_dir
-from native_host.unix import peer_credentials
 from native_host.ws import answer_challenge
 from tests.support.native_host_harness import (
     REPO,
@@ -38,6 +38,11 @@ from tests.support.native_host_harness import (
     short_home,
     until,
 )
+
+if sys.platform == "win32":
+    pytest.skip("the host's Unix socket transport, uids and file modes", allow_module_level=True)
+
+from native_host import unix  # after the skip: it asserts at import that this is not Windows
 
 pytestmark = pytest.mark.anyio
 
@@ -285,9 +290,13 @@ async def test_events_and_new_catalogs_reach_every_client(browser: Browser) -> N
     clients = [await client_of(browser, f"c{i}") for i in range(3)]
     events: list[tuple[int, str, Any]] = []
     catalogs: list[tuple[int, list[dict[str, Any]]]] = []
+
+    def listen(i: int, client: HostClient) -> None:  # its own `i`: lambdas in the loop body would share the last one
+        client.on_event(lambda name, data: events.append((i, name, data)))
+        client.on_tools(lambda tools: catalogs.append((i, tools)))
+
     for i, client in enumerate(clients):
-        client.on_event(lambda name, data, i=i: events.append((i, name, data)))
-        client.on_tools(lambda tools, i=i: catalogs.append((i, tools)))
+        listen(i, client)
         assert [t["name"] for t in client.tools] == ["echo"]
     await browser.send({"type": "event", "name": "tab_closed", "data": {"tabId": 4}})
     new_tools = [{"name": "zoom", "description": "zoom", "scope": "write", "inputSchema": {"type": "object"}}]
@@ -311,7 +320,9 @@ async def test_ping_both_ways(browser: Browser) -> None:
 async def test_client_that_stops_reading_is_dropped_without_stalling_others(browser: Browser) -> None:
     address = await address_of(browser)
     stalled = await RawClient.connect(address.path)
-    stalled.writer.transport.pause_reading()  # a process that stopped reading its socket
+    transport = stalled.writer.transport  # a socket's: it reads as well as writes
+    assert isinstance(transport, asyncio.ReadTransport)
+    transport.pause_reading()  # a process that stopped reading its socket
     lively = await client_of(browser, "lively")
     for n in range(14):  # 14 × 8 MiB of replies it never reads: past the host's 96 MiB backlog limit
         await stalled.send({"type": "request", "id": n, "tool": "sized", "args": {"size": 8 * 1024 * 1024}})
@@ -423,7 +434,7 @@ def test_host_logs_where_the_cli_looks(home: Path, monkeypatch: pytest.MonkeyPat
 def test_peer_credentials_name_the_connecting_process() -> None:
     left, right = socket.socketpair(socket.AF_UNIX)
     with left, right:
-        uid, pid = peer_credentials(left)
+        uid, pid = unix.peer_credentials(left)
     if sys.platform.startswith("linux") or sys.platform == "darwin":
         assert (uid, pid) == (os.getuid(), os.getpid())
 
@@ -470,7 +481,7 @@ async def test_ws_transport_refuses_web_pages(ws_browser: Browser) -> None:
     address = await address_of(ws_browser)
     info = json.loads(address.path.read_text())
     with pytest.raises(InvalidStatus) as refused:
-        async with ws_connect(f"ws://127.0.0.1:{info['port']}/", origin="https://evil.example"):
+        async with ws_connect(f"ws://127.0.0.1:{info['port']}/", origin=Origin("https://evil.example")):
             pass
     assert refused.value.response.status_code == 403
 

@@ -13,6 +13,7 @@ from typing import Any
 import anyio
 import mcp_types as types
 import pytest
+from pydantic import FileUrl
 
 from mcp_bridge.tools.tempfiles import SUFFIX
 from tests.support.bridge import bridge_client, cli, create_key, text_of, tool_names, usage_rows
@@ -210,15 +211,16 @@ async def test_temp_files_of_a_killed_server_are_removed_at_start(bridge_home: P
 
 
 async def test_client_roots_narrow_but_never_widen(bridge_home: Path, project: Path, tmp_path: Path) -> None:
-    async def list_roots(ctx: Any) -> types.ListRootsResult:
-        return types.ListRootsResult(roots=[
-            types.Root(uri=(project / "src").resolve().as_uri()),  # narrows
-            types.Root(uri=tmp_path.resolve().as_uri()),  # would widen: ignored
-        ])
-
     from mcp import Client
+    from mcp.client import ClientRequestContext
 
     from tests.support.bridge import serve_params
+
+    async def list_roots(context: ClientRequestContext) -> types.ListRootsResult:
+        return types.ListRootsResult(roots=[
+            types.Root(uri=FileUrl((project / "src").resolve().as_uri())),  # narrows
+            types.Root(uri=FileUrl(tmp_path.resolve().as_uri())),  # would widen: ignored
+        ])
 
     params = serve_params(bridge_home, roots=[project])
     async with Client(params, mode="legacy", cache=None, list_roots_callback=list_roots) as client:
@@ -230,10 +232,10 @@ async def test_client_roots_narrow_but_never_widen(bridge_home: Path, project: P
 
 async def test_run_command_timeout_kills_the_process_tree(bridge_home: Path, project: Path) -> None:
     key = create_key(bridge_home, "admin", "admin")["key"]
-    progress: list[float] = []
+    reported: list[float] = []
 
-    async def on_progress(done: float, total: float | None, message: str | None) -> None:
-        progress.append(done)
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        reported.append(progress)
 
     async with bridge_client(bridge_home, key=key, roots=[project]) as client:
         result = await client.call_tool(
@@ -241,7 +243,7 @@ async def test_run_command_timeout_kills_the_process_tree(bridge_home: Path, pro
             progress_callback=on_progress)
     assert result.structured_content is not None and result.structured_content["timed_out"] is True
     assert "timed out" in text_of(result)
-    assert progress, "run_command sent no progress notifications"
+    assert reported, "run_command sent no progress notifications"
     child = int((project / "child.pid").read_text())
     assert await wait_gone(child, within=5), "the background grandchild survived the timeout"
 

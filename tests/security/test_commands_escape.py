@@ -21,15 +21,15 @@ import pytest
 
 from mcp_bridge.config import Limits
 from mcp_bridge.pathpolicy import PathPolicy
-from mcp_bridge.tools.base import CallContext, ToolOutput
 from mcp_bridge.tools.commands import command_tools
 from tests.conftest import require
 from tests.support.processes import alive, wait_gone
+from tests.support.tool_calls import invoke
 
-pytestmark = [
-    pytest.mark.skipif(sys.platform != "linux", reason="the subreaper guarantee is Linux's (docs/SECURITY.md)"),
-    pytest.mark.anyio,
-]
+if sys.platform != "linux":
+    pytest.skip("the subreaper guarantee is Linux's (docs/SECURITY.md)", allow_module_level=True)
+
+pytestmark = pytest.mark.anyio
 
 
 @pytest.fixture
@@ -54,7 +54,7 @@ async def run(root: Path, command: str, **args: Any) -> dict[str, Any]:
     (tool,) = command_tools(PathPolicy([root]), Limits())
     # A hang guard, not a speed check: an escaped `sleep 100` that is waited for would hang the test.
     with anyio.fail_after(60):
-        out: ToolOutput = await tool.run({"command": command, **args}, CallContext(key_name="test"))
+        out = await invoke(tool, {"command": command, **args})
     assert out.structured is not None
     return out.structured
 

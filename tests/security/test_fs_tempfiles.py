@@ -21,7 +21,8 @@ from mcp_bridge.pathpolicy import PathPolicy
 from mcp_bridge.tools.files import file_tools
 from mcp_bridge.tools.tempfiles import SUFFIX, TempJournal
 
-pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL")
+if sys.platform == "win32":
+    pytest.skip("SIGKILL", allow_module_level=True)
 
 CONTENT_BYTES = 4 * 1024 * 1024
 

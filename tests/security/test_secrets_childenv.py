@@ -14,9 +14,9 @@ from mcp_bridge.install.clients import HOME_ENV
 from mcp_bridge.install.doctor import DOCK_PATH, browser_env
 from mcp_bridge.install.places import OS, Platform
 from mcp_bridge.pathpolicy import PathPolicy
-from mcp_bridge.tools.base import CallContext
 from mcp_bridge.tools.commands import command_tools
 from tests.support.bridge import bridge_client, create_key
+from tests.support.tool_calls import invoke
 
 SECRETS = {
     "COMPASS_BRIDGE_KEY": "cb_" + "1" * 40,
@@ -64,7 +64,7 @@ async def test_run_command_children_see_no_secret(tmp_path: Path, monkeypatch: p
     (tool,) = command_tools(PathPolicy([tmp_path]), Limits())
     # The shell's own environment and a grandchild's (started by a nested shell) are both checked.
     nested = "sh -c 'cat /proc/$$/environ 2>/dev/null | tr \"\\0\" \"\\n\"; env'"
-    out = await tool.run({"command": f"env; echo ---; {nested}"}, CallContext(key_name="test"))
+    out = await invoke(tool, {"command": f"env; echo ---; {nested}"})
     assert out.structured is not None
     seen = out.structured["stdout"]
     assert "HARMLESS_SETTING=visible" in seen

@@ -14,6 +14,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -107,6 +108,8 @@ def browser_env(tmp_path: Path, scratch: Path) -> dict[str, str]:
 
 def stop(process: subprocess.Popen[bytes]) -> None:
     """Stop Chromium and everything it started: its own process group only (start_new_session)."""
+    if sys.platform == "win32":
+        raise NotImplementedError("Chromium is stopped by its process group, and Windows has none")
     with suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGTERM)
     try:

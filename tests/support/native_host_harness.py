@@ -11,7 +11,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import struct
 import sys
 import tempfile
@@ -180,7 +179,7 @@ class Browser:
     def kill(self) -> None:
         assert self.process is not None
         with contextlib.suppress(ProcessLookupError):
-            self.process.send_signal(signal.SIGKILL)
+            self.process.kill()  # SIGKILL on POSIX
 
     async def wait(self) -> int:
         assert self.process is not None
@@ -220,6 +219,8 @@ class RawClient:
 
     @classmethod
     async def connect(cls, path: Path, *, hello: bool = True) -> RawClient:
+        if sys.platform == "win32":
+            raise NotImplementedError("a raw client speaks to the host's Unix socket, and Windows hosts have none")
         reader, writer = await asyncio.open_unix_connection(str(path), limit=2**26)
         client = cls(reader, writer)
         if hello:

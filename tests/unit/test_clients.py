@@ -70,15 +70,17 @@ def test_round_trip_matches_plain_json_for_any_document(document: dict[str, obje
     added = jsonc.set_value(text, ("servers", key), value)
     expected = dict(document)
     servers = expected.get("servers")
+    expected_servers: dict[str, object]
     if isinstance(servers, dict):
-        expected["servers"] = {**servers, key: value}
+        expected_servers = {**servers, key: value}
     elif "servers" in expected:
         return  # not an object: refused, tested above
     else:
-        expected["servers"] = {key: value}
+        expected_servers = {key: value}
+    expected["servers"] = expected_servers
     assert jsonc.loads(added) == expected
     removed = jsonc.loads(jsonc.delete_value(added, ("servers", key)))
-    assert removed["servers"] == {k: v for k, v in expected["servers"].items() if k != key}
+    assert removed["servers"] == {k: v for k, v in expected_servers.items() if k != key}
 
 
 @pytest.mark.parametrize("shape", list(Shape))

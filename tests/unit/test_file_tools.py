@@ -8,6 +8,7 @@ import itertools
 import os
 import socket
 import stat
+import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -24,7 +25,8 @@ from mcp_bridge.tools.files import file_tools
 from mcp_bridge.tools.glob import Glob
 from tests.support.tool_calls import call_blocking
 
-pytestmark = pytest.mark.skipif(os.name == "nt", reason="uses POSIX symlinks, FIFOs and modes")
+if sys.platform == "win32":
+    pytest.skip("uses POSIX symlinks, FIFOs and modes", allow_module_level=True)
 
 Run = Callable[..., ToolOutput]
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from mcp_bridge.install.clients import FILE_CLIENTS, file_client
+from mcp_bridge.install.clients import file_client
 from mcp_bridge.install.layouts import browser_layouts
-from mcp_bridge.install.places import Platform
+from mcp_bridge.install.places import FILE_CLIENTS, Platform
 from mcp_bridge.protected import Guard, builtin
 
 

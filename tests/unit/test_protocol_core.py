@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import jsonschema  # type: ignore[import-untyped]  # no stubs; a test-only oracle
+import jsonschema
 import mcp_types as types
 import mcp_types.version as sdk_versions
 import pytest

@@ -20,11 +20,12 @@ from mcp_bridge.scopes import Scope
 from mcp_bridge.tools.base import CallContext, ProgressReporter, ToolFailure, ToolOutput
 from mcp_bridge.tools.commands import command_tools
 from tests.support.processes import wait_gone
+from tests.support.tool_calls import invoke
 
-pytestmark = [
-    pytest.mark.skipif(sys.platform == "win32", reason="uses POSIX shells and process groups"),
-    pytest.mark.anyio,
-]
+if sys.platform == "win32":
+    pytest.skip("uses POSIX shells and process groups", allow_module_level=True)
+
+pytestmark = pytest.mark.anyio
 
 Run = Callable[..., Coroutine[Any, Any, ToolOutput]]
 
@@ -43,7 +44,7 @@ def make_runner(root: Path, limits: Limits | None = None, progress: ProgressRepo
 
     async def run(**args: Any) -> ToolOutput:
         with anyio.fail_after(30):
-            return await tool.run(args, call)
+            return await invoke(tool, args, call)
 
     return run
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import jsonschema  # type: ignore[import-untyped]  # no stubs; a test-only oracle
+import jsonschema
 import pytest
 
 from mcp_bridge.tools.base import Args, ToolFailure, arg
