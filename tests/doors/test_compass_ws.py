@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
+from websockets.typing import Origin
 
 from tests.agent.harness import check_chunks
 from tests.compass_server import CompassContractServer
@@ -44,8 +45,8 @@ def doors(tmp_path: Path, api: MessagesApi, compass: CompassContractServer) -> I
         yield doors, user
 
 
-def page_origin(compass: CompassContractServer) -> str:
-    return compass.url  # http://127.0.0.1:PORT: the origin of the stored Compass URL
+def page_origin(compass: CompassContractServer) -> Origin:
+    return Origin(compass.url)  # http://127.0.0.1:PORT: the origin of the stored Compass URL
 
 
 async def receive(ws: ClientConnection, timeout: float = 60) -> dict[str, Any]:
@@ -77,7 +78,7 @@ async def follow(ws: ClientConnection, run_id: str) -> tuple[list[dict[str, Any]
 async def test_compass_client_gets_a_streamed_run_with_its_context(
         doors: tuple[Doors, Any], compass: CompassContractServer, api: MessagesApi, tmp_path: Path) -> None:
     door, user = doors
-    async with connect(f"ws://127.0.0.1:{door.ws_port}", origin=page_origin(compass)) as ws:  # type: ignore[arg-type]
+    async with connect(f"ws://127.0.0.1:{door.ws_port}", origin=page_origin(compass)) as ws:
         hello = await receive(ws)
         assert hello == {"type": "auth_ok", "user": {"id": user.id, "name": "Ada Lovelace", "role": "admin"}}
         await ws.send(json.dumps({"type": "ping"}))
@@ -114,7 +115,7 @@ async def test_compass_client_gets_a_streamed_run_with_its_context(
 async def test_chat_abort_stops_the_run(doors: tuple[Doors, Any], compass: CompassContractServer,
                                         tmp_path: Path) -> None:
     door, _ = doors
-    async with connect(f"ws://127.0.0.1:{door.ws_port}", origin=page_origin(compass)) as ws:  # type: ignore[arg-type]
+    async with connect(f"ws://127.0.0.1:{door.ws_port}", origin=page_origin(compass)) as ws:
         assert (await receive(ws))["type"] == "auth_ok"
         await ws.send(json.dumps(chat("@@slow 200@@", conversation="conv-abort")))
         ack = await receive(ws)
@@ -136,7 +137,7 @@ async def test_chat_abort_stops_the_run(doors: tuple[Doors, Any], compass: Compa
     assert '"aborted"' in runs.stdout, runs.stdout + runs.stderr
 
     # An abort for a run the door did not start is refused, and the connection keeps serving.
-    async with connect(f"ws://127.0.0.1:{door.ws_port}", origin=page_origin(compass)) as ws:  # type: ignore[arg-type]
+    async with connect(f"ws://127.0.0.1:{door.ws_port}", origin=page_origin(compass)) as ws:
         assert (await receive(ws))["type"] == "auth_ok"
         await ws.send(json.dumps({"type": "chat.abort", "runId": "r_notmine"}))
         refused = await receive(ws)
@@ -151,11 +152,11 @@ async def test_chat_abort_stops_the_run(doors: tuple[Doors, Any], compass: Compa
         assert await receive(ws) == {"type": "pong"}
 
 
-@pytest.mark.parametrize("origin", ["https://evil.example", None, "null"])
-async def test_a_wrong_or_missing_origin_gets_no_auth_ok(doors: tuple[Doors, Any], origin: str | None) -> None:
+@pytest.mark.parametrize("origin", [Origin("https://evil.example"), None, Origin("null")])
+async def test_a_wrong_or_missing_origin_gets_no_auth_ok(doors: tuple[Doors, Any], origin: Origin | None) -> None:
     door, _ = doors
     with pytest.raises(InvalidStatus) as refused:
-        async with connect(f"ws://127.0.0.1:{door.ws_port}", origin=origin) as ws:  # type: ignore[arg-type]
+        async with connect(f"ws://127.0.0.1:{door.ws_port}", origin=origin) as ws:
             await receive(ws, 5)
     assert refused.value.response.status_code == 403
     assert b"Origin" in refused.value.response.body
@@ -188,7 +189,7 @@ async def test_auth_is_checked_against_compass(doors: tuple[Doors, Any], compass
     door, _ = doors
     grace = compass.add_user("Grace Hopper")
     origin = page_origin(compass)
-    async with connect(f"ws://127.0.0.1:{door.ws_port}", origin=origin) as ws:  # type: ignore[arg-type]
+    async with connect(f"ws://127.0.0.1:{door.ws_port}", origin=origin) as ws:
         assert (await receive(ws))["type"] == "auth_ok"
         await ws.send(json.dumps({"type": "auth", "compassUrl": compass.url,
                                   "apiKey": compass.create_key(grace, "read")}))
@@ -196,7 +197,7 @@ async def test_auth_is_checked_against_compass(doors: tuple[Doors, Any], compass
                                                                  "role": "member"}}
     for url, key in ((compass.url, "ck_" + "0" * 40), ("https://elsewhere.example", compass.create_key(grace)),
                      (compass.url, "not a key")):
-        async with connect(f"ws://127.0.0.1:{door.ws_port}", origin=origin) as ws:  # type: ignore[arg-type]
+        async with connect(f"ws://127.0.0.1:{door.ws_port}", origin=origin) as ws:
             assert (await receive(ws))["type"] == "auth_ok"
             await ws.send(json.dumps({"type": "auth", "compassUrl": url, "apiKey": key}))
             refused = await receive(ws)
@@ -211,7 +212,7 @@ async def test_a_rejected_compass_key_gets_auth_error(tmp_path: Path, api: Messa
     key = compass.create_key(compass.add_user("Ada"), "write")
     compass.revoke(key)
     with Doors(tmp_path, api.url, CONFIG, env={"COMPASS_URL": compass.url, "COMPASS_API_KEY": key}) as door:
-        async with connect(f"ws://127.0.0.1:{door.ws_port}", origin=page_origin(compass)) as ws:  # type: ignore[arg-type]
+        async with connect(f"ws://127.0.0.1:{door.ws_port}", origin=page_origin(compass)) as ws:
             refused = await receive(ws)
             assert refused["type"] == "auth_error" and "rejected" in refused["message"]
             await asyncio.wait_for(ws.wait_closed(), 10)
@@ -221,10 +222,10 @@ async def test_connections_are_bounded(tmp_path: Path, api: MessagesApi, compass
     key = compass.create_key(compass.add_user("Ada"), "write")
     with Doors(tmp_path, api.url, CONFIG + "max_connections = 1\n",
                  env={"COMPASS_URL": compass.url, "COMPASS_API_KEY": key}) as door:
-        async with connect(f"ws://127.0.0.1:{door.ws_port}", origin=page_origin(compass)) as ws:  # type: ignore[arg-type]
+        async with connect(f"ws://127.0.0.1:{door.ws_port}", origin=page_origin(compass)) as ws:
             assert (await receive(ws))["type"] == "auth_ok"
             with pytest.raises(InvalidStatus) as refused:
-                async with connect(f"ws://127.0.0.1:{door.ws_port}", origin=page_origin(compass)):  # type: ignore[arg-type]
+                async with connect(f"ws://127.0.0.1:{door.ws_port}", origin=page_origin(compass)):
                     pass
             assert refused.value.response.status_code == 503
             await ws.send(json.dumps({"type": "ping"}))
@@ -232,7 +233,7 @@ async def test_connections_are_bounded(tmp_path: Path, api: MessagesApi, compass
         for _ in range(100):  # the slot comes back once the server has finished with the closed connection
             try:
                 async with connect(f"ws://127.0.0.1:{door.ws_port}",
-                                   origin=page_origin(compass)) as ws:  # type: ignore[arg-type]
+                                   origin=page_origin(compass)) as ws:
                     assert (await receive(ws))["type"] == "auth_ok"
                     break
             except InvalidStatus:
@@ -244,7 +245,7 @@ async def test_connections_are_bounded(tmp_path: Path, api: MessagesApi, compass
 async def test_a_run_cut_off_by_the_service_stopping_ends_in_chat_error(
         doors: tuple[Doors, Any], compass: CompassContractServer) -> None:
     door, _ = doors
-    async with connect(f"ws://127.0.0.1:{door.ws_port}", origin=page_origin(compass)) as ws:  # type: ignore[arg-type]
+    async with connect(f"ws://127.0.0.1:{door.ws_port}", origin=page_origin(compass)) as ws:
         assert (await receive(ws))["type"] == "auth_ok"
         await ws.send(json.dumps(chat("@@slow 300@@", conversation="conv-cut")))
         ack = await receive(ws)
@@ -264,7 +265,7 @@ async def test_the_claude_code_engine_on_request(claude: ClaudeCode, tmp_path: P
     config = CONFIG + 'engine = "claude-code"\n'
     env = {"COMPASS_URL": compass.url, "COMPASS_API_KEY": key, "COMPASS_BRIDGE_CLAUDE": str(claude.binary)}
     with Doors(tmp_path, api.url, config, env=env) as door:
-        async with connect(f"ws://127.0.0.1:{door.ws_port}", origin=page_origin(compass)) as ws:  # type: ignore[arg-type]
+        async with connect(f"ws://127.0.0.1:{door.ws_port}", origin=page_origin(compass)) as ws:
             assert (await receive(ws))["type"] == "auth_ok"
             await ws.send(json.dumps(chat("hello from Compass")))
             ack = await receive(ws)

@@ -154,7 +154,9 @@ async def test_an_agent_reads_the_page_and_takes_a_screenshot(browser: Browser) 
 async def test_two_agents_at_once_each_get_their_own_results(browser: Browser) -> None:
     key = create_key(browser.home, "e2e-writer", "read,write")["key"]
     async with bridge_client(browser.home, key=key) as first, bridge_client(browser.home, key=key) as second:
+        # Each server connects to the host on its own; the second may list the browser tools a moment later.
         await wait_for_tool(first, "browser_navigate", LIMIT_S)
+        await wait_for_tool(second, "browser_tabs_list", LIMIT_S)
         opened = await first.call_tool("browser_navigate", {"url": f"{browser.base_url}/other", "newTab": True})
         assert not opened.is_error, text_of(opened)
         other_tab = json.loads(text_of(opened))["id"]

@@ -64,14 +64,14 @@ class World:
         for key in keys:
             (self.home / MIN_DIRS[self.platform.os][key]).mkdir(parents=True)
 
-    def install(self, **selection: object) -> Plan:
-        plan = self.installer.plan_install(Selection(**selection))  # type: ignore[arg-type]
+    def install(self, **selection: Any) -> Plan:
+        plan = self.installer.plan_install(Selection(**selection))
         self.installer.apply(plan)
         assert plan.ok, "\n".join(plan.lines(False))
         return plan
 
-    def uninstall(self, **selection: object) -> Plan:
-        plan = self.installer.plan_uninstall(Selection(**selection))  # type: ignore[arg-type]
+    def uninstall(self, **selection: Any) -> Plan:
+        plan = self.installer.plan_uninstall(Selection(**selection))
         self.installer.apply(plan)
         assert plan.ok, "\n".join(plan.lines(False))
         return plan

@@ -8,7 +8,7 @@ import sqlite3
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -51,10 +51,10 @@ def counts(database: Path) -> tuple[int, int, int]:
     return usage, rejected, lost
 
 
-def wait_until(condition: object, limit_s: float = 30.0) -> None:
+def wait_until(condition: Callable[[], object], limit_s: float = 30.0) -> None:
     """A hang guard only: returns as soon as the condition holds."""
     deadline = time.monotonic() + limit_s
-    while not condition():  # type: ignore[operator]
+    while not condition():
         assert time.monotonic() < deadline, "condition not reached"
         time.sleep(0.02)
 

@@ -102,7 +102,8 @@ async def test_sdk_client_lists_and_calls_in_both_eras(bridge_home: Path, projec
         names = {t.name for t in listed.tools}
         assert {"bridge_status", "read_file", "run_command"} <= names
         read = await client.call_tool("read_file", {"path": "README.md"})
-        assert not read.is_error and "hello" in read.content[0].text  # type: ignore[union-attr]
+        assert not read.is_error and isinstance(read.content[0], types.TextContent)
+        assert "hello" in read.content[0].text
         listing = await client.call_tool("list_directory", {"path": "."})
         assert listing.structured_content is not None
         assert {e["name"] for e in listing.structured_content["entries"]} == {"README.md", "src"}

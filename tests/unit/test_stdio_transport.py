@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import queue
 import threading
+from collections.abc import Callable
 
 import pytest
 
@@ -35,8 +36,8 @@ class Pipe:
         self.written.append(data)
 
 
-def in_thread(work: object) -> threading.Thread:
-    thread = threading.Thread(target=work, daemon=True)  # type: ignore[arg-type]
+def in_thread(work: Callable[[], object]) -> threading.Thread:
+    thread = threading.Thread(target=work, daemon=True)
     thread.start()
     return thread
 

@@ -8,12 +8,12 @@ from mcp_bridge import store
 from mcp_bridge.keys import KeyStore
 from mcp_bridge.paths import state_paths
 from mcp_bridge.scopes import parse_scopes
-from mcp_bridge.usage import REJECTED_KEY_NAME, UsageLog, UsageRecord, recent, rejected_calls, summarize
+from mcp_bridge.usage import REJECTED_KEY_NAME, Outcome, UsageLog, UsageRecord, recent, rejected_calls, summarize
 
 
-def _row(tool: str, outcome: str = "ok", ms: float = 1.0, key: str = "default", key_id: str | None = None,
+def _row(tool: str, outcome: Outcome = "ok", ms: float = 1.0, key: str = "default", key_id: str | None = None,
          ts: float | None = None) -> UsageRecord:
-    return UsageRecord(key_id=key_id, key_name=key, tool=tool, outcome=outcome,  # type: ignore[arg-type]
+    return UsageRecord(key_id=key_id, key_name=key, tool=tool, outcome=outcome,
                        error=None if outcome == "ok" else f"{outcome} because", duration_ms=ms,
                        client="test", ts=ts if ts is not None else time.time())
 

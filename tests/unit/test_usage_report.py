@@ -16,15 +16,15 @@ import pytest
 
 from mcp_bridge import store, usage_report
 from mcp_bridge.paths import state_paths
-from mcp_bridge.usage import UsageLog, UsageRecord
+from mcp_bridge.usage import Outcome, UsageLog, UsageRecord
 from mcp_bridge.usage_report import Window
 
 HOUR = 3600.0
 
 
-def _row(tool: str, ts: float, outcome: str = "ok", ms: float = 1.0, key: str = "laptop",
+def _row(tool: str, ts: float, outcome: Outcome = "ok", ms: float = 1.0, key: str = "laptop",
          error: str | None = None) -> UsageRecord:
-    return UsageRecord(key_id=None, key_name=key, tool=tool, outcome=outcome,  # type: ignore[arg-type]
+    return UsageRecord(key_id=None, key_name=key, tool=tool, outcome=outcome,
                        error=error if outcome != "ok" else None, duration_ms=ms, client="test", ts=ts)
 
 
