@@ -168,6 +168,7 @@ class Browser:
     def stop_reading(self, stopped: bool = True) -> None:
         """Stop (or resume) reading the host's stdout, as a browser busy elsewhere would: the pipe fills up."""
         assert self.process is not None
+        # asyncio's Process offers no public way to pause reading one of its pipes; its transport does.
         pipe = self.process._transport.get_pipe_transport(1)  # type: ignore[attr-defined]
         pipe.pause_reading() if stopped else pipe.resume_reading()
 
