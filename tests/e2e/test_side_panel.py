@@ -2,13 +2,16 @@
 the side panel (opened as chrome-extension://ID/sidepanel.html in a tab, driven through its DOM over the DevTools
 protocol), a web page on an allowlisted origin starting runs through externally_connectable, consent for browser
 tools, the stop switch. Runs are real: the run service with the real Claude Code CLI, offline against the
-scripted Messages API. One browser and one run service for the whole module; screenshots go to docs/.
+scripted Messages API. One browser and one run service for the whole module. The side panel's screenshots are
+taken every run; with COMPASS_UPDATE_SCREENSHOTS=1 they also replace docs/side-panel-*.png (docs/SIDE_PANEL.md shows
+them), as test_usage_html.py does for the usage report.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -37,6 +40,17 @@ pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
 HOST_NAME = "com.compass_bridge.host"
 PANEL = f"chrome-extension://{REFERENCE_EXTENSION_ID}/sidepanel.html"
 DOCS = REPO / "docs"
+
+
+async def screenshot(panel: Tab, out: Path, name: str) -> None:
+    """The side panel as docs/SIDE_PANEL.md shows it, into `out`; into docs/ too when asked to update them (a test
+    run leaves the checkout as it found it)."""
+    shot = out / name
+    await panel.screenshot(shot)
+    assert shot.stat().st_size > 0
+    if os.environ.get("COMPASS_UPDATE_SCREENSHOTS"):
+        shutil.copyfile(shot, DOCS / name)
+
 def write(path: Path) -> str:
     """A directive for Claude Code's Write: reviewed (a write inside the roots), within a `write` page's scopes."""
     return "@@tool Write " + json.dumps({"file_path": str(path), "content": "made"}) + "@@"
@@ -189,7 +203,7 @@ async def page_messages(page: Tab, kind: str) -> list[dict[str, Any]]:
     return found
 
 
-async def test_1_status_allowlist_and_a_refused_origin(world: World) -> None:
+async def test_1_status_allowlist_and_a_refused_origin(world: World, tmp_path: Path) -> None:
     async with world.cdp() as cdp:
         panel = await panel_of(cdp)
         assert await panel.evaluate("document.querySelector('#status-host .state').textContent") == "connected"
@@ -221,7 +235,7 @@ async def test_1_status_allowlist_and_a_refused_origin(world: World) -> None:
         verdict = await page.evaluate("window.connected")
         assert verdict == {"ok": True, "user": {"id": "local", "name": "compass-bridge", "role": "user"}}
         # The run service comes up with the first run; the status then shows it and Compass's state.
-        await panel.screenshot(DOCS / "side-panel-status.png")
+        await screenshot(panel, tmp_path, "side-panel-status.png")
         await other.close()
         await page.close()
         await panel.close()
@@ -248,7 +262,7 @@ async def test_2_a_page_run_reviewed_in_the_side_panel_then_resumed(world: World
                                       "input: r.querySelector('textarea').value}; })()")
         assert review["tool"] == "Write" and str(target) in review["summary"], review
         assert json.loads(review["input"])["file_path"] == str(target)
-        await panel.screenshot(DOCS / "side-panel-review.png")
+        await screenshot(panel, tmp_path, "side-panel-review.png")
 
         # The page sees only the review's state, nothing to answer it with — and cannot answer it.
         requested = await page.wait_for("window.chunks && window.chunks.find((c) => c.type === 'data-permission')")
@@ -268,7 +282,7 @@ async def test_2_a_page_run_reviewed_in_the_side_panel_then_resumed(world: World
         assert target.read_text() == "made"
         await panel.wait_for("document.querySelectorAll('.review').length === 0")
         await panel.wait_for("document.querySelector('#transcript .msg-tool') !== null")
-        await panel.screenshot(DOCS / "side-panel-chat.png")
+        await screenshot(panel, tmp_path, "side-panel-chat.png")
 
         # Reopen the page: it resumes the run by id and gets the same stream again, to chat.done.
         await page.navigate(f"{world.base}/")
