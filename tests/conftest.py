@@ -64,6 +64,15 @@ def bridge_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pat
 
 
 @pytest.fixture
+def host_home(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A state home for a native host's tests, on a path short enough for its Unix socket (see `short_home`)."""
+    from tests.support.native_host_harness import short_home
+
+    with short_home(monkeypatch) as path:
+        yield path
+
+
+@pytest.fixture
 def compass() -> Iterator[CompassContractServer]:
     """The Compass contract server on loopback, for one test."""
     server = CompassContractServer().start()

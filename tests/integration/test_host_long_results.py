@@ -11,7 +11,7 @@ import signal
 import socket
 import struct
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -22,7 +22,6 @@ from tests.support.native_host_harness import (
     address_of,
     client_of,
     running,
-    short_home,
     until,
 )
 
@@ -42,14 +41,8 @@ ALARMING = ("error", "Error", "Traceback", "ignoring", "refus", "dropped", "too 
 
 
 @pytest.fixture
-def home(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    with short_home(monkeypatch) as path:
-        yield path
-
-
-@pytest.fixture
-async def browser(home: Path) -> AsyncIterator[Browser]:
-    async with running(home) as started:
+async def browser(host_home: Path) -> AsyncIterator[Browser]:
+    async with running(host_home) as started:
         yield started
         # Whatever a test did, the host noticed nothing wrong.
         assert not any(word in started.log_text() for word in ALARMING), started.log_text()
@@ -169,7 +162,6 @@ async def test_a_client_that_stops_reading_mid_result_gets_it_all_later(browser:
     transport.pause_reading()
     lively = await client_of(browser, "lively")
     sent = 0
-    crossing = None
     for n in range(1, 9):  # the host's send buffer is at most 4 MiB (2 × its SEND_BUFFER, capped by wmem_max)
         await slow.send({"type": "request", "id": n, "tool": "sized", "args": {"size": MB}})
         await host_id_of(browser, "sized", n)
@@ -178,11 +170,10 @@ async def test_a_client_that_stops_reading_mid_result_gets_it_all_later(browser:
         assert (await lively.request("echo", {"n": n}))["echo"] == {"n": n}
         sent += 4 + len(sized_reply(MB, n))
         if in_socket(slow) < sent:
-            crossing = n
-            break
-    assert crossing is not None, "the slow client's socket never filled up"
-    n = crossing
-    # Later results for the slow client wait behind its backlog (the usual path); others are served meanwhile.
+            break  # the socket filled up in the middle of result n
+    else:
+        raise AssertionError("the slow client's socket never filled up")
+    # Later results for the slow client wait behind its backlog; others are served meanwhile.
     for later in range(n + 1, n + 3):
         await slow.send({"type": "request", "id": later, "tool": "sized", "args": {"size": MB}})
     assert await lively.request("sized", {"size": MB}) == "x" * MB
@@ -256,9 +247,9 @@ async def test_long_frames_that_are_not_plain_results_arrive_right(browser: Brow
     await client.close()
 
 
-async def test_a_websocket_client_gets_long_results(home: Path) -> None:
+async def test_a_websocket_client_gets_long_results(host_home: Path) -> None:
     """The WebSocket transport (Windows' own) relays long results as the Unix socket does."""
-    async with running(home, "--transport", "ws") as ws_browser:
+    async with running(host_home, "--transport", "ws") as ws_browser:
         client = await client_of(ws_browser, "ws-agent")
         for size in (64 * KIB, MB, 10):
             assert await client.request("sized", {"size": size}) == "x" * size

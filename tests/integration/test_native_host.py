@@ -12,7 +12,7 @@ import stat
 import struct
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,6 @@ from tests.support.native_host_harness import (
     memory_peak_mib,
     pack,
     running,
-    short_home,
     until,
 )
 
@@ -48,14 +47,8 @@ pytestmark = pytest.mark.anyio
 
 
 @pytest.fixture
-def home(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    with short_home(monkeypatch) as path:
-        yield path
-
-
-@pytest.fixture
-async def browser(home: Path) -> AsyncIterator[Browser]:
-    async with running(home) as started:
+async def browser(host_home: Path) -> AsyncIterator[Browser]:
+    async with running(host_home) as started:
         yield started
 
 
@@ -237,8 +230,8 @@ async def test_client_killed_mid_request(browser: Browser) -> None:
     await survivor.close()
 
 
-async def test_host_killed_mid_request_fails_fast_and_a_new_host_is_found(home: Path) -> None:
-    first = await Browser(home).start()
+async def test_host_killed_mid_request_fails_fast_and_a_new_host_is_found(host_home: Path) -> None:
+    first = await Browser(host_home).start()
     second: Browser | None = None
     try:
         client = await client_of(first)
@@ -253,13 +246,13 @@ async def test_host_killed_mid_request_fails_fast_and_a_new_host_is_found(home: 
         await closed.wait()
         assert client.closed
         await first.wait()
-        assert (home / "run" / f"{first.pid}.sock").exists(), "SIGKILL leaves the socket behind"
-        assert [a.pid for a in discover_hosts(home / "run")] == [], "a dead host's socket is not offered"
+        assert (host_home / "run" / f"{first.pid}.sock").exists(), "SIGKILL leaves the socket behind"
+        assert [a.pid for a in discover_hosts(host_home / "run")] == [], "a dead host's socket is not offered"
 
-        second = await Browser(home).start()
+        second = await Browser(host_home).start()
         replacement = await client_of(second)
         assert (await replacement.request("echo", {"again": 1}))["echo"] == {"again": 1}
-        assert not (home / "run" / f"{first.pid}.sock").exists(), "the new host removed the stale socket"
+        assert not (host_home / "run" / f"{first.pid}.sock").exists(), "the new host removed the stale socket"
         await replacement.close()
     finally:
         await first.stop()
@@ -352,17 +345,17 @@ async def test_a_browser_that_stops_reading_pauses_the_clients_and_loses_nothing
     await client.close()
 
 
-async def test_host_started_on_files_instead_of_pipes(home: Path) -> None:
+async def test_host_started_on_files_instead_of_pipes(host_home: Path) -> None:
     """Stdio that the event loop cannot poll (as on Windows) goes through threads instead."""
     frames = pack({"type": "hello", "extension": {"name": "x", "version": "1"}, "tools": []}) + \
         pack({"type": "ping", "id": 1})
-    (home / "in").write_bytes(frames)
-    with (home / "in").open("rb") as stdin, (home / "out").open("wb") as stdout:
+    (host_home / "in").write_bytes(frames)
+    with (host_home / "in").open("rb") as stdin, (host_home / "out").open("wb") as stdout:
         completed = subprocess.run([sys.executable, "-m", "native_host", "chrome-extension://x/"], stdin=stdin,
-                                   stdout=stdout, env={**os.environ, "COMPASS_BRIDGE_HOME": str(home)}, cwd=REPO,
+                                   stdout=stdout, env={**os.environ, "COMPASS_BRIDGE_HOME": str(host_home)}, cwd=REPO,
                                    timeout=30)
     assert completed.returncode == 0
-    out, replies = (home / "out").read_bytes(), []
+    out, replies = (host_home / "out").read_bytes(), []
     while out:
         (size,) = struct.unpack_from("<I", out)
         replies.append(json.loads(out[4 : 4 + size]))
@@ -373,31 +366,31 @@ async def test_host_started_on_files_instead_of_pipes(home: Path) -> None:
 # ---- where sockets live -------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("problem", ["mode", "symlink"])
-async def test_unsafe_run_dir_is_refused(home: Path, problem: str) -> None:
-    run = home / "run"
+async def test_unsafe_run_dir_is_refused(host_home: Path, problem: str) -> None:
+    run = host_home / "run"
     if problem == "mode":
         run.mkdir(mode=0o755)
         run.chmod(0o755)
         expected = "mode 0755, expected 0700"
     else:
-        (home / "elsewhere").mkdir(mode=0o700)
-        run.symlink_to(home / "elsewhere")
+        (host_home / "elsewhere").mkdir(mode=0o700)
+        run.symlink_to(host_home / "elsewhere")
         expected = "it is a symlink"
-    browser = await Browser(home, hello=False).start()
+    browser = await Browser(host_home, hello=False).start()
     try:
         assert await browser.wait() != 0
         assert expected in browser.log_text()
         await until(lambda: bool(browser.other), "error frame to the extension")
         assert browser.other[0]["type"] == "error" and expected in browser.other[0]["message"]
-        assert list((home / "elsewhere").iterdir() if problem == "symlink" else run.iterdir()) == []
+        assert list((host_home / "elsewhere").iterdir() if problem == "symlink" else run.iterdir()) == []
         with pytest.raises(UnsafeRuntimeDir, match=expected):
             discover_hosts(run)
     finally:
         await browser.stop()
 
 
-def test_run_dir_of_another_user_is_refused(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    run = home / "run"
+def test_run_dir_of_another_user_is_refused(host_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    run = host_home / "run"
     run.mkdir(mode=0o700)
     if os.getuid() == 0:
         os.chown(run, 65534, -1)  # really someone else's
@@ -407,15 +400,15 @@ def test_run_dir_of_another_user_is_refused(home: Path, monkeypatch: pytest.Monk
         check_private_dir(run)
 
 
-async def test_stale_files_of_dead_hosts_are_ignored_then_removed(home: Path) -> None:
+async def test_stale_files_of_dead_hosts_are_ignored_then_removed(host_home: Path) -> None:
     finished = subprocess.Popen([sys.executable, "-c", "pass"])
     finished.wait()
-    run = home / "run"
+    run = host_home / "run"
     run.mkdir(mode=0o700)
     for name in (f"{finished.pid}.sock", f"{finished.pid}.ws.json"):
         (run / name).write_text("{}")
     assert discover_hosts(run) == []
-    browser = await Browser(home).start()
+    browser = await Browser(host_home).start()
     try:
         await address_of(browser)
         assert sorted(p.name for p in run.iterdir()) == [f"{browser.pid}.sock"]
@@ -424,7 +417,7 @@ async def test_stale_files_of_dead_hosts_are_ignored_then_removed(home: Path) ->
 
 
 @pytest.mark.parametrize("with_home", [True, False])
-def test_host_logs_where_the_cli_looks(home: Path, monkeypatch: pytest.MonkeyPatch, with_home: bool) -> None:
+def test_host_logs_where_the_cli_looks(host_home: Path, monkeypatch: pytest.MonkeyPatch, with_home: bool) -> None:
     """The host computes the log dir without platformdirs (start-up time); it must agree with mcp_bridge.paths."""
     if not with_home:
         monkeypatch.delenv("COMPASS_BRIDGE_HOME")
@@ -442,8 +435,8 @@ def test_peer_credentials_name_the_connecting_process() -> None:
 # ---- WebSocket transport ------------------------------------------------------------------------------------
 
 @pytest.fixture
-async def ws_browser(home: Path) -> AsyncIterator[Browser]:
-    async with running(home, "--transport", "ws") as started:
+async def ws_browser(host_home: Path) -> AsyncIterator[Browser]:
+    async with running(host_home, "--transport", "ws") as started:
         yield started
 
 
@@ -499,7 +492,7 @@ async def test_ws_challenge_answer_is_an_hmac_of_the_nonce(ws_browser: Browser) 
         assert json.loads(await ws.recv())["type"] == "welcome"
 
 
-def test_bad_transport_argument_is_refused(home: Path) -> None:
+def test_bad_transport_argument_is_refused(host_home: Path) -> None:
     completed = subprocess.run([sys.executable, "-m", "native_host", "chrome-extension://x/", "--transport", "tcp"],
                                capture_output=True, text=True, cwd=REPO, timeout=30, stdin=subprocess.DEVNULL)
     assert completed.returncode == 2

@@ -13,8 +13,7 @@ import pytest
 from tests.security import test_host_limits
 from tests.support.native_host_harness import Browser, RawClient, address_of, client_of
 
-home = test_host_limits.home  # the fixtures: a short home, a host running in it with a fake browser
-browser = test_host_limits.browser
+browser = test_host_limits.browser  # the fixture: a host with a fake browser, in conftest's short `host_home`
 
 pytestmark = pytest.mark.anyio
 

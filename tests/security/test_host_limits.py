@@ -9,7 +9,7 @@ import json
 import socket
 import struct
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -28,7 +28,6 @@ from tests.support.native_host_harness import (
     client_of,
     memory_peak_mib,
     running,
-    short_home,
     until,
 )
 
@@ -36,20 +35,14 @@ pytestmark = pytest.mark.anyio
 
 
 @pytest.fixture
-def home(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    with short_home(monkeypatch) as path:
-        yield path
-
-
-@pytest.fixture
-async def browser(home: Path) -> AsyncIterator[Browser]:
-    async with running(home) as started:
+async def browser(host_home: Path) -> AsyncIterator[Browser]:
+    async with running(host_home) as started:
         yield started
 
 
 @pytest.fixture
-async def ws_browser(home: Path) -> AsyncIterator[Browser]:
-    async with running(home, "--transport", "ws") as started:
+async def ws_browser(host_home: Path) -> AsyncIterator[Browser]:
+    async with running(host_home, "--transport", "ws") as started:
         yield started
 
 
